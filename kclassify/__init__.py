@@ -1,0 +1,31 @@
+"""kclassify: image classification with TensorFlow/Keras, from a folder of images to a served model.
+
+``from kclassify import fit`` works without importing TensorFlow until ``fit`` is called.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import Config, DataConfig, ModelConfig, TrainConfig, build_config, load_yaml
+from .data import prepare_data
+from .errors import ConfigError, DataError, KClassifyError, RunFolderError, UnknownBackboneError, WeightsError
+from .models import build_classifier
+
+_LAZY = {"fit": ("kclassify.training.fit", "fit"), "FitResult": ("kclassify.training.fit", "FitResult")}
+
+
+def __getattr__(name):  # PEP 562: TensorFlow is imported on first use of fit, not at import
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'kclassify' has no attribute {name!r}")
+
+
+__all__ = [
+    "Config", "ConfigError", "DataConfig", "DataError", "FitResult", "KClassifyError", "ModelConfig",
+    "RunFolderError", "TrainConfig", "UnknownBackboneError", "WeightsError", "build_classifier",
+    "build_config", "fit", "load_yaml", "prepare_data",
+]

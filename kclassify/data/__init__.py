@@ -1,0 +1,14 @@
+"""Data layer: sources, checks, split manifest (TensorFlow-free) and the tf.data pipeline.
+
+``kclassify.data.pipeline`` and ``kclassify.data.augment`` import TensorFlow/Keras;
+everything re-exported here does not.
+"""
+
+from .prepare import PreparedData, Record, prepare_data
+from .sources import Source, cache_dir, resolve_source
+from .split import read_split, write_split
+
+__all__ = [
+    "PreparedData", "Record", "Source", "cache_dir", "prepare_data", "read_split",
+    "resolve_source", "write_split",
+]

@@ -1,0 +1,33 @@
+"""Batch augmentation from Keras preprocessing layers, one strength knob.
+
+Applied inside tf.data to training batches only, so the saved model never carries
+it and validation/test images are left as they are.
+"""
+
+from __future__ import annotations
+
+
+def build_augmentation(strength: float, flip: str = "horizontal", seed: int | None = None):
+    """A ``keras.Sequential`` of random flip, rotation, zoom, translation and contrast.
+
+    Args:
+        strength: 0 disables augmentation (returns None); 1 is a moderate default
+            (rotation +-18 degrees, zoom and shift +-10 %, contrast +-20 %).
+        flip: 'horizontal', 'vertical', 'both' or 'none'.
+    """
+    import keras
+
+    if strength <= 0:
+        return None
+    s = float(strength)
+    layers = []
+    if flip != "none":
+        mode = "horizontal_and_vertical" if flip == "both" else flip
+        layers.append(keras.layers.RandomFlip(mode, seed=seed))
+    layers += [
+        keras.layers.RandomRotation(min(0.05 * s, 0.5), fill_mode="reflect", seed=seed),
+        keras.layers.RandomZoom(min(0.1 * s, 0.9), fill_mode="reflect", seed=seed),
+        keras.layers.RandomTranslation(min(0.1 * s, 0.9), min(0.1 * s, 0.9), fill_mode="reflect", seed=seed),
+        keras.layers.RandomContrast(min(0.2 * s, 0.95), seed=seed),
+    ]
+    return keras.Sequential(layers, name="augmentation")

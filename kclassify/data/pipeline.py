@@ -1,0 +1,112 @@
+"""The tf.data input pipeline: parallel decode and resize, cache, shuffle, batch, augment, prefetch.
+
+Decoded images are cached as uint8 at the model's input size (4x smaller than
+float32), in memory when they fit and in a cache file otherwise, so that after the
+first epoch the pipeline serves tensors as fast as data already held in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Read a file and return a ``(size, size, 3)`` uint8 RGB image.
+
+    JPEG, PNG, BMP, GIF (first frame) and WebP decode natively; grayscale, RGBA,
+    palette and 16-bit inputs all come out as 8-bit RGB.
+    """
+    img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    img.set_shape([None, None, 3])
+    img = tf.image.resize(img, [image_size, image_size], method="bilinear", antialias=True)
+    return tf.cast(tf.round(tf.clip_by_value(img, 0.0, 255.0)), tf.uint8)
+
+
+def available_memory_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def cache_target(mode: str, n_images: int, image_size: int, cache_file: Path) -> str | None:
+    """Where ``Dataset.cache`` should keep decoded images: '' (memory), a file, or None."""
+    if mode == "none":
+        return None
+    need = n_images * image_size * image_size * 3
+    if mode == "auto":
+        mode = "memory" if need < 0.4 * available_memory_bytes() else "disk"
+        if mode == "disk":
+            log.info("decoded images need %.1f GiB; caching them in %s", need / 2**30, cache_file)
+    if mode == "memory":
+        return ""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    # A killed run leaves a lockfile that makes TensorFlow refuse the cache; it is ours to clear.
+    for stale in cache_file.parent.glob(cache_file.name + "*.lockfile"):
+        stale.unlink()
+    return str(cache_file)
+
+
+def decoded(paths: list[str], labels: list[int], image_size: int, cache: str | None = "") -> tf.data.Dataset:
+    """``(uint8 image, int label)`` pairs, decoded in parallel and cached after the first pass.
+
+    Every dataset derived from the returned one shares its cache, so e.g. adapting a
+    Normalization layer on it fills the cache the first training epoch then reads.
+
+    Args:
+        cache: '' caches in memory, a path caches in that file, None disables caching.
+    """
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(paths, tf.string), tf.constant(labels, tf.int32))
+    )
+    ds = ds.map(lambda p, y: (decode_image(p, image_size), y), num_parallel_calls=AUTOTUNE)
+    return ds.cache(cache) if cache is not None else ds
+
+
+def batches(
+    ds: tf.data.Dataset,
+    num_classes: int,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int = 0,
+    augment=None,
+) -> tf.data.Dataset:
+    """Batches of ``(float32 images in 0..255, one-hot labels)`` from :func:`decoded`.
+
+    Args:
+        training: shuffle (seeded, reshuffled each epoch) and augment.
+        augment: a Keras layer applied to training batches (None: no augmentation).
+    """
+    if training:
+        n = int(ds.cardinality())
+        ds = ds.shuffle(n if n > 0 else 10_000, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(
+        lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),
+        num_parallel_calls=AUTOTUNE,
+    )
+    if training and augment is not None:
+        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def make_dataset(paths, labels, num_classes, image_size, batch_size, *, training, seed=0,
+                 augment=None, cache: str | None = "") -> tf.data.Dataset:
+    """:func:`decoded` then :func:`batches`: the whole pipeline for one split."""
+    return batches(
+        decoded(paths, labels, image_size, cache), num_classes, batch_size,
+        training=training, seed=seed, augment=augment,
+    )

@@ -1,0 +1,256 @@
+"""``fit``: train a classifier from a data source into a run folder, resumably."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .. import config as config_mod
+from ..config import Config
+from ..data import PreparedData, prepare_data, write_split
+from ..data.augment import build_augmentation
+from ..data.pipeline import batches, cache_target, decoded
+from ..errors import RunFolderError
+from ..models import get as get_backbone
+from ..models.build import adapt_preprocessing, build_classifier
+from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, write_excluded, write_json
+from .callbacks import monitor_mode, standard_callbacks, truncate_history
+from .losses import build_loss
+from .optimizers import build_optimizer
+from .strategy import select_strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    model: Any
+    history: dict[str, list[float]]
+    metrics: dict[str, Any]
+
+
+def fit(config: Config | None = None, *, output: str | Path | None = None, callbacks=(),
+        verbose: int | str = "auto", **settings) -> FitResult:
+    """Train a classifier and write a complete run folder.
+
+    Running the same call again with the same ``output`` after an interruption
+    resumes from the last finished epoch.
+
+    Args:
+        config: resolved settings (default: defaults); ``settings`` override single
+            ones by flat name, e.g. ``epochs=5``.
+        output: the run folder (default ``saved_models/<data>-<time>``).
+        callbacks: extra Keras callbacks, run after kclassify's own.
+
+    Example:
+        >>> from kclassify import fit
+        >>> result = fit(data="builtin:digits", image_size=32, epochs=15)
+        >>> result.metrics["test"]["accuracy"] > 0.95
+        True
+    """
+    cfg = (config or Config()).replace(**settings) if settings else (config or Config())
+    started = time.time()
+    spec = get_backbone(cfg.model.backbone)
+    cfg = cfg.replace(image_size=cfg.data.image_size or spec.default_size)
+    run = RunFolder(Path(output) if output else DEFAULT_ROOT / default_run_name(cfg.data.data))
+    resuming = _open_run_folder(run, cfg)
+    _seed_everything(cfg.train.seed, cfg.train.deterministic)
+    data = _prepare(cfg, run, resuming)
+    _write_run_start(run, cfg, data, started)
+
+    strategy = select_strategy(cfg.train.strategy)
+    datasets = _datasets(cfg, data, run)
+    steps = int(tf.data.experimental.cardinality(datasets["train"]))
+    with strategy.scope():
+        model = build_classifier(
+            cfg.model.backbone, len(data.classes), cfg.data.image_size,
+            weights=cfg.model.weights, dropout=cfg.model.dropout, pooling=cfg.model.pooling,
+        )
+        if adapt_preprocessing(model, datasets["adapt"]):
+            log.info("adapted input normalization on %d training images", len(data.subset("train")[0]))
+        model.compile(
+            optimizer=build_optimizer(cfg.train, steps),
+            loss=build_loss(cfg.train),
+            metrics=["accuracy"],
+        )
+    history, throughput = _train(model, cfg, data, run, datasets, list(callbacks), verbose)
+    model = _best_model(run, model)
+    metrics = _evaluate_test(model, datasets.get("test"))
+    _write_run_end(run, model, metrics, throughput, started, data)
+    log.info("run folder: %s  test accuracy: %s", run.root,
+             f"{metrics['test']['accuracy']:.4f}" if metrics["test"] else "n/a (no test split)")
+    return FitResult(run.root, model, history, metrics)
+
+
+def _open_run_folder(run: RunFolder, cfg: Config) -> bool:
+    """Create the folder, or check that an unfinished one was started by the same settings."""
+    if run.is_complete():
+        raise RunFolderError(
+            f"{run.root} already holds a finished run. Pass another --output, or delete the "
+            "folder to train again."
+        )
+    if not run.is_started():
+        run.root.mkdir(parents=True, exist_ok=True)
+        return False
+    previous = config_mod.from_yaml_file(run.config).flat()
+    changed = {k: (previous[k], v) for k, v in cfg.flat().items() if previous.get(k) != v}
+    changed.pop("split_file", None)  # a resumed run always reuses its own split.csv
+    if changed:
+        diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        raise RunFolderError(
+            f"{run.root} holds an unfinished run with other settings ({diff}). Rerun the same "
+            "command to resume it, or pass another --output."
+        )
+    log.info("resuming the unfinished run in %s (%d epoch(s) done)", run.root, run.completed_epochs())
+    return True
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def _prepare(cfg: Config, run: RunFolder, resuming: bool) -> PreparedData:
+    d = cfg.data
+    split_file = run.split if resuming and run.split.is_file() else d.split_file
+    data = prepare_data(
+        d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=cfg.train.seed,
+        split_file=split_file, min_images=d.min_images,
+    )
+    counts = {s: sum(c.values()) for s, c in data.counts().items()}
+    log.info("%s: %d classes; train %d, val %d, test %d images; %d excluded",
+             d.data, len(data.classes), counts["train"], counts["val"], counts["test"], len(data.excluded))
+    return data
+
+
+def _write_run_start(run: RunFolder, cfg: Config, data: PreparedData, started: float) -> None:
+    run.config.write_text(config_mod.to_yaml(cfg))
+    write_split(run.split, data.items())
+    write_excluded(run.excluded, data.excluded)
+    run.labels.write_text("\n".join(data.classes) + "\n")
+    write_json(run.run_json, _run_info(cfg, data, started, status="running"))
+
+
+def _run_info(cfg: Config, data: PreparedData, started: float, **extra) -> dict[str, Any]:
+    return {
+        "versions": versions(),
+        "host": host(),
+        "seed": cfg.train.seed,
+        "data": {
+            "source": cfg.data.data,
+            "kind": data.source.kind,
+            "root": str(data.source.root),
+            "fingerprint": data.fingerprint(),
+            "classes": len(data.classes),
+            "counts": data.counts(),
+            "skipped": data.source.skipped,
+            "excluded": [{"path": p, "reason": r} for p, r in data.excluded],
+            "not_in_split_file": data.unlisted,
+        },
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        **extra,
+    }
+
+
+def _datasets(cfg: Config, data: PreparedData, run: RunFolder) -> dict[str, tf.data.Dataset]:
+    size, batch, seed, n = cfg.data.image_size, cfg.train.batch_size, cfg.train.seed, len(data.classes)
+    out = {}
+    for split in ("train", "val", "test"):
+        paths, labels = data.subset(split)
+        if not paths:
+            continue
+        images = decoded(paths, labels, size, cache_target(cfg.data.cache, len(paths), size, run.cache / split))
+        training = split == "train"
+        augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed) if training else None
+        out[split] = batches(images, n, batch, training=training, seed=seed, augment=augment)
+        if training:
+            # Plain training images for Normalization.adapt; its pass fills the shared cache.
+            out["adapt"] = images.batch(batch).map(lambda x, y: tf.cast(x, tf.float32))
+    return out
+
+
+def _monitor(cfg: Config, has_val: bool) -> str:
+    monitor = cfg.train.monitor
+    if monitor.startswith("val_") and not has_val:
+        log.warning("no validation images: monitoring %s instead of %s", monitor[4:], monitor)
+        return monitor[4:]
+    return monitor
+
+
+def _best_so_far(run: RunFolder, monitor: str) -> float | None:
+    if not run.history.is_file():
+        return None
+    with open(run.history, newline="") as f:
+        values = [float(r[monitor]) for r in csv.DictReader(f) if r.get(monitor)]
+    if not values:
+        return None
+    return min(values) if monitor_mode(monitor) == "min" else max(values)
+
+
+def _train(model, cfg, data, run, datasets, extra_callbacks, verbose):
+    monitor = _monitor(cfg, "val" in datasets)
+    truncate_history(run.history, run.completed_epochs())
+    cbs = standard_callbacks(run, cfg.train, monitor, len(data.subset("train")[0]))
+    best = _best_so_far(run, monitor)
+    if best is not None:  # keep best.keras the best over the whole run, not since resuming
+        cbs[[type(c) for c in cbs].index(keras.callbacks.ModelCheckpoint)].best = best
+    history = model.fit(
+        datasets["train"],
+        validation_data=datasets.get("val"),
+        epochs=cfg.train.epochs,
+        callbacks=cbs + extra_callbacks,
+        class_weight=_class_weights(cfg, data),
+        verbose=verbose,
+    )
+    throughput = next(c for c in cbs if type(c).__name__ == "Throughput").per_epoch
+    return history.history, throughput
+
+
+def _class_weights(cfg: Config, data: PreparedData) -> dict[int, float] | None:
+    if cfg.train.class_weight == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    _, labels = data.subset("train")
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=np.asarray(labels))
+    return {int(c): float(w) for c, w in zip(present, weights)}
+
+
+def _best_model(run: RunFolder, model):
+    best = run.checkpoints / "best.keras"
+    if best.is_file():
+        return keras.models.load_model(best)
+    return model
+
+
+def _evaluate_test(model, test_ds) -> dict[str, Any]:
+    if test_ds is None:
+        log.warning("no test images: metrics.json records no test metrics")
+        return {"test": None}
+    values = model.evaluate(test_ds, verbose=0, return_dict=True)
+    return {"test": {k: float(v) for k, v in values.items()}}
+
+
+def _write_run_end(run, model, metrics, throughput, started, data) -> None:
+    model.save(run.model)
+    write_json(run.metrics, metrics)
+    info = run.read_json(run.run_json)
+    info.update({
+        "status": "finished",
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": round(time.time() - started, 2),
+        "train_images_per_sec": round(throughput[-1], 2) if throughput else None,
+        "parameters": int(model.count_params()),
+    })
+    write_json(run.run_json, info)

@@ -1,0 +1,25 @@
+"""``tf.distribute`` strategy selection: one device by default, Mirrored on several GPUs."""
+
+from __future__ import annotations
+
+import logging
+
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+
+def select_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """Return the strategy to build and train under.
+
+    Args:
+        name: 'auto' (MirroredStrategy when more than one GPU is visible, else the
+            default one-device strategy), 'default' or 'mirrored'.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    log.info("strategy %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
+    return strategy
