@@ -13,7 +13,7 @@ import os
 import sys
 
 from . import __version__
-from .config import GROUPS, build_config, fields_by_name, load_yaml
+from .config import GROUPS, Config, build_config, fields_by_name, load_yaml
 from .errors import KClassifyError
 
 log = logging.getLogger("kclassify")
@@ -83,7 +83,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if path:
             layers.append(load_yaml(path))
     flags = _settings_from_flags(args)
-    cfg = build_config(*layers, flags)
+    data_spec = next((l["data"] for l in reversed([*layers, flags]) if "data" in l), None)
+    from .data.builtin import recommended_settings
+
+    recommended = recommended_settings(data_spec or Config().data.data)
+    cfg = build_config(recommended, *layers, flags)
     if not any("data" in layer for layer in (*layers, flags)):
         log.info("no --data given: training on the built-in dataset %s", cfg.data.data)
     from .models import get

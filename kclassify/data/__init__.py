@@ -4,11 +4,12 @@
 everything re-exported here does not.
 """
 
+from .builtin import recommended_settings
 from .prepare import PreparedData, Record, prepare_data
 from .sources import Source, cache_dir, resolve_source
 from .split import read_split, write_split
 
 __all__ = [
-    "PreparedData", "Record", "Source", "cache_dir", "prepare_data", "read_split",
+    "PreparedData", "Record", "Source", "cache_dir", "prepare_data", "read_split", "recommended_settings",
     "resolve_source", "write_split",
 ]

@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +25,9 @@ class BuiltinDataset:
     version: str
     description: str
     write: Callable[[Path], None]  # fills an empty folder with <label>/<file> images
+    # Settings that suit this data, applied under the user's config and flags: digits
+    # are 8x8 pixels (no point upscaling them to 64) and a mirrored 2 is no 2.
+    recommended: dict = field(default_factory=dict)
 
 
 def _write_digits(folder: Path) -> None:
@@ -46,7 +49,7 @@ BUILTIN: dict[str, BuiltinDataset] = {
     for d in [
         BuiltinDataset(
             "digits", "1", "scikit-learn handwritten digits, 10 classes, 1,797 8x8 images",
-            _write_digits,
+            _write_digits, recommended={"image_size": 32, "flip": "none"},
         ),
     ]
 }
@@ -76,3 +79,10 @@ def materialize(name: str, cache_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote builtin:%s to %s", name, target)
     return target
+
+
+def recommended_settings(spec: str) -> dict:
+    """Settings a builtin dataset suggests (lowest precedence); {} for any other source."""
+    if spec.startswith("builtin:") and spec.split(":", 1)[1] in BUILTIN:
+        return dict(BUILTIN[spec.split(":", 1)[1]].recommended)
+    return {}

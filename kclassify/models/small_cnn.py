@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 
-def SmallCNN(input_shape, include_top=False, weights=None, filters=(32, 64, 128), activation="relu",
-             name="small_cnn"):
-    """A VGG-style feature extractor with BatchNorm, in Keras applications' signature.
+def SmallCNN(input_shape, include_top=False, weights=None, filters=(32, 64, 128, 256),
+             activation="relu", name="small_cnn"):
+    """A compact VGG-style feature extractor with BatchNorm, in Keras applications' signature.
+
+    A stride-2 stem then one 3x3 conv per block, each block but the last halving the
+    resolution: about 57 M multiply-adds per 64 px image, so it trains at a few
+    hundred images per second on a 2-core laptop CPU.
 
     Args:
         input_shape: ``(height, width, 3)``; expects normalised input.
         include_top: must be False; kclassify adds its own head.
         weights: None, or a path to a ``.weights.h5`` file of this architecture.
-        filters: channels of each block; each block halves the resolution.
+        filters: channels of the stem, then of each block.
+        activation: any Keras activation name.
     """
     import keras
     from keras import layers
@@ -21,12 +26,13 @@ def SmallCNN(input_shape, include_top=False, weights=None, filters=(32, 64, 128)
     inputs = keras.Input(input_shape)
     x = inputs
     for i, f in enumerate(filters):
-        f = int(f)
-        for j in range(2):
-            x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{i + 1}_conv{j + 1}")(x)
-            x = layers.BatchNormalization(name=f"block{i + 1}_bn{j + 1}")(x)
-            x = layers.Activation(activation, name=f"block{i + 1}_act{j + 1}")(x)
-        x = layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
+        stem = i == 0
+        x = layers.Conv2D(int(f), 3, strides=2 if stem else 1, padding="same", use_bias=False,
+                          name="stem_conv" if stem else f"block{i}_conv")(x)
+        x = layers.BatchNormalization(name="stem_bn" if stem else f"block{i}_bn")(x)
+        x = layers.Activation(activation, name="stem_act" if stem else f"block{i}_act")(x)
+        if 0 < i < len(filters) - 1:
+            x = layers.MaxPooling2D(name=f"block{i}_pool")(x)
     model = keras.Model(inputs, x, name=name)
     if weights not in (None, "none"):
         model.load_weights(weights)

@@ -58,13 +58,17 @@ def truncate_history(path, completed_epochs: int) -> None:
 
 
 def standard_callbacks(run: RunFolder, cfg: TrainConfig, monitor: str, num_train: int) -> list:
-    """Callbacks in the order they must run: LR and throughput first so the loggers see them."""
+    """Callbacks in the order they must run.
+
+    The learning rate and throughput go first so the loggers see them; the resume
+    backup goes last, so that an epoch it holds is always in history.csv too (a kill
+    between the two leaves an extra row, which :func:`truncate_history` removes).
+    """
     mode = monitor_mode(monitor)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     cbs = [
         LearningRate(),
         Throughput(num_train),
-        keras.callbacks.BackupAndRestore(str(run.backup)),
         keras.callbacks.ModelCheckpoint(
             str(run.checkpoints / "best.keras"), monitor=monitor, mode=mode, save_best_only=True
         ),
@@ -80,4 +84,5 @@ def standard_callbacks(run: RunFolder, cfg: TrainConfig, monitor: str, num_train
         cbs.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode, patience=cfg.early_stopping, verbose=1
         ))
+    cbs.append(keras.callbacks.BackupAndRestore(str(run.backup)))
     return cbs

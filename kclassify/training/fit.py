@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from .. import config as config_mod
 from ..config import Config
-from ..data import PreparedData, prepare_data, write_split
+from ..data import PreparedData, prepare_data, recommended_settings, write_split
 from ..data.augment import build_augmentation
 from ..data.pipeline import batches, cache_target, decoded
 from ..errors import RunFolderError
@@ -46,8 +46,9 @@ def fit(config: Config | None = None, *, output: str | Path | None = None, callb
     resumes from the last finished epoch.
 
     Args:
-        config: resolved settings (default: defaults); ``settings`` override single
-            ones by flat name, e.g. ``epochs=5``.
+        config: resolved settings; ``settings`` override single ones by flat name,
+            e.g. ``epochs=5``. Without ``config``, a builtin dataset's recommended
+            settings lie under ``settings``.
         output: the run folder (default ``saved_models/<data>-<time>``).
         callbacks: extra Keras callbacks, run after kclassify's own.
 
@@ -57,7 +58,11 @@ def fit(config: Config | None = None, *, output: str | Path | None = None, callb
         >>> result.metrics["test"]["accuracy"] > 0.95
         True
     """
-    cfg = (config or Config()).replace(**settings) if settings else (config or Config())
+    if config is None:
+        spec_data = settings.get("data", Config().data.data)
+        cfg = config_mod.build_config(recommended_settings(spec_data), settings)
+    else:
+        cfg = config.replace(**settings) if settings else config
     started = time.time()
     spec = get_backbone(cfg.model.backbone)
     cfg = cfg.replace(image_size=cfg.data.image_size or spec.default_size)
@@ -210,6 +215,7 @@ def _train(model, cfg, data, run, datasets, extra_callbacks, verbose):
         epochs=cfg.train.epochs,
         callbacks=cbs + extra_callbacks,
         class_weight=_class_weights(cfg, data),
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=verbose,
     )
     throughput = next(c for c in cbs if type(c).__name__ == "Throughput").per_epoch

@@ -1,0 +1,103 @@
+"""The command line: instant help without TensorFlow, clear errors, kill -9 and resume."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kclassify.cli import main
+
+PY = sys.executable
+
+
+def _run(*args, timeout=300, env=None):
+    return subprocess.run([PY, "-m", "kclassify", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["fit", "--help"]])
+def test_help_does_not_import_tensorflow(argv):
+    code = (
+        "import sys, time; t = time.perf_counter()\n"
+        "from kclassify.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
+        "print(time.perf_counter() - t)"
+    )
+    start = time.perf_counter()
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
+    wall = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr
+    assert "--data" in out.stdout or "fit" in out.stdout
+    assert wall < 2.0, f"`kclassify {' '.join(argv)}` took {wall:.2f}s"  # ~0.2 s here; margin for CI
+
+
+def test_fit_help_lists_the_flags_users_type(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--data", "--output", "--backbone", "--weights", "--image-size", "--epochs", "--batch-size",
+                 "--optimizer", "--lr", "--dropout", "--seed", "--config", "--hparams", "--split-file",
+                 "--deterministic"):
+        assert flag in text
+    assert "small_cnn" in text and "mobilenet_v3_small" in text
+
+
+def test_bad_flag_value_names_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["fit", "--optimizer", "adamm"])
+    assert err.value.code == 2
+    assert "invalid choice: 'adamm'" in capsys.readouterr().err
+
+
+def test_config_errors_are_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "run.yaml"
+    bad.write_text("train:\n  epoch: 3\n")
+    assert main(["fit", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kclassify: error:") and "unknown key train.epoch" in err and "Did you mean 'epochs'" in err
+    bad.write_text("backbone: resnet9000\n")
+    assert main(["fit", "--config", str(bad)]) == 2
+    assert "Valid backbones: small_cnn" in capsys.readouterr().err
+    assert main(["fit", "--data", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "small_cnn" in out and "mobilenet_v3_small" in out and "imagenet weights" in out
+
+
+def test_kill_9_then_same_command_resumes(image_folder, tmp_path):
+    out = tmp_path / "run"
+    args = ["fit", "--data", str(image_folder), "--output", str(out), "--epochs", "12", "--image-size", "16",
+            "--batch-size", "4", "--quiet", "--hparams", str(tmp_path / "h.yaml")]
+    (tmp_path / "h.yaml").write_text("hparams:\n  optimizer: momentum\n  lr: 0.01\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([PY, "-m", "kclassify", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    meta = out / "checkpoints" / "backup" / "training_metadata.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if meta.is_file() and json.loads(meta.read_text() or "{}").get("epoch", 0) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "fit finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    done = _run(*args, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming the unfinished run" in done.stderr
+    with open(out / "history.csv") as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert epochs == list(range(12))
+    assert json.loads((out / "metrics.json").read_text())["test"]["accuracy"] >= 0
+    cfg = (out / "config.yaml").read_text()
+    assert "optimizer: momentum" in cfg and "image_size: 16" in cfg

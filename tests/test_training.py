@@ -1,0 +1,135 @@
+"""Every optimizer, schedule and loss trains a step; fit writes a complete, resumable run folder."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from kclassify.config import LOSSES, OPTIMIZERS, SCHEDULES, build_config
+from kclassify.errors import RunFolderError
+from kclassify.models.build import build_classifier
+from kclassify.training.losses import build_loss
+from kclassify.training.optimizers import build_optimizer
+
+FAST = {"image_size": 16, "batch_size": 8, "augment": 0.5, "seed": 3}
+
+
+def _one_step(**settings):
+    cfg = build_config(settings)
+    model = build_classifier("small_cnn", 3, 16)
+    model.compile(optimizer=build_optimizer(cfg.train, steps_per_epoch=4), loss=build_loss(cfg.train),
+                  metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 3, 8), 3)
+    before = [w.copy() for w in model.get_layer("predictions").get_weights()]
+    for _ in range(2):  # two steps: a warm-up schedule starts at learning rate 0
+        logs = model.train_on_batch(x, y, return_dict=True)
+    after = model.get_layer("predictions").get_weights()
+    assert np.isfinite(logs["loss"])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+    return model
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_each_optimizer_trains_a_step(optimizer):
+    model = _one_step(optimizer=optimizer, weight_decay=1e-4, clipnorm=1.0)
+    assert model.optimizer.clipnorm == 1.0
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_each_schedule_trains_a_step(schedule):
+    _one_step(schedule=schedule, warmup_epochs=1, epochs=3, decay_epochs=1)
+
+
+def test_schedules_shape_the_learning_rate():
+    cfg = build_config({"schedule": "cosine", "warmup_epochs": 1, "epochs": 4, "lr": 0.1})
+    sched = build_optimizer(cfg.train, 10)._learning_rate  # the schedule object
+    assert float(sched(0)) == 0.0 and abs(float(sched(10)) - 0.1) < 1e-6 and float(sched(39)) < 0.01
+    step = build_optimizer(build_config({"schedule": "step", "lr": 1.0, "decay_epochs": 2, "decay_rate": 0.5}).train, 10)._learning_rate
+    assert [round(float(step(s)), 3) for s in (0, 19, 20, 40)] == [1.0, 1.0, 0.5, 0.25]
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_each_loss_trains_a_step(loss):
+    _one_step(loss=loss, label_smoothing=0.1, clipvalue=0.5)
+
+
+def test_balanced_class_weights():
+    from kclassify.training.fit import _class_weights
+
+    class Data:
+        def subset(self, split):
+            return [], [0] * 30 + [1] * 10
+
+    cfg = build_config({"class_weight": "balanced"})
+    assert _class_weights(cfg, Data()) == {0: pytest.approx(40 / 60), 1: pytest.approx(40 / 20)}
+
+
+def test_fit_writes_a_complete_run_folder(image_folder, tmp_path):
+    from kclassify import fit
+
+    out = tmp_path / "run"
+    result = fit(data=str(image_folder), output=out, epochs=2, class_weight="balanced",
+                 schedule="cosine", verbose=0, **FAST)
+    expected = {"config.yaml", "run.json", "split.csv", "excluded.csv", "labels.txt", "model.keras",
+                "history.csv", "metrics.json", "logs", "checkpoints"}
+    assert expected <= {p.name for p in out.iterdir()}
+    assert (out / "labels.txt").read_text().split() == ["cat", "dog", "fox"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"accuracy", "loss"} and metrics == result.metrics
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "finished" and info["train_images_per_sec"] > 0 and info["seed"] == 3
+    assert {"python", "tensorflow", "keras", "kclassify"} <= set(info["versions"])
+    assert len(info["data"]["fingerprint"]) == 64
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1"] and "learning_rate" in rows[0] and "val_loss" in rows[0]
+    assert list((out / "logs" / "train").glob("events.out.tfevents.*"))
+    assert (out / "checkpoints" / "best.keras").is_file() and (out / "checkpoints" / "last.keras").is_file()
+    with open(out / "split.csv") as f:
+        split_rows = list(csv.DictReader(f))
+    assert len(split_rows) == 36 and {r["split"] for r in split_rows} == {"train", "val", "test"}
+    model = keras.models.load_model(out / "model.keras")
+    probs = model.predict(np.full((1, 16, 16, 3), 128.0, "float32"), verbose=0)
+    assert probs.shape == (1, 3) and abs(float(probs.sum()) - 1) < 1e-5
+    assert sorted(p.name for p in image_folder.iterdir()) == ["cat", "dog", "fox"]  # data untouched
+    with pytest.raises(RunFolderError, match="already holds a finished run"):
+        fit(data=str(image_folder), output=out, epochs=2, verbose=0, **FAST)
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Simulates an interruption after a given epoch (the backup is already written)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_fit_resumes_to_the_same_epoch_count(image_folder, tmp_path):
+    from kclassify import fit
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        fit(data=str(image_folder), output=out, epochs=4, callbacks=[StopAfter(1)], verbose=0, cache="disk", **FAST)
+    assert not (out / "metrics.json").exists()
+    assert json.loads((out / "checkpoints" / "backup" / "training_metadata.json").read_text())["epoch"] == 2
+    with pytest.raises(RunFolderError, match=r"other settings \(epochs: 4 -> 5\)"):
+        fit(data=str(image_folder), output=out, epochs=5, verbose=0, cache="disk", **FAST)
+    seen = []
+
+    class Epochs(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    fit(data=str(image_folder), output=out, epochs=4, callbacks=[Epochs()], verbose=0, cache="disk", **FAST)
+    assert seen == [2, 3]
+    with open(out / "history.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2", "3"]
+    assert not (out / "checkpoints" / "backup").exists()  # Keras removes the backup when done
