@@ -90,9 +90,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cfg = build_config(recommended, *layers, flags)
     if not any("data" in layer for layer in (*layers, flags)):
         log.info("no --data given: training on the built-in dataset %s", cfg.data.data)
+    from .data import resolve_source
     from .models import get
 
-    get(cfg.model.backbone)  # unknown backbone from YAML fails here, before TensorFlow loads
+    # Bad settings and bad data paths fail here, in a fraction of a second, before TensorFlow loads.
+    get(cfg.model.backbone)
+    if not cfg.data.data.startswith("tfds:"):
+        resolve_source(cfg.data.data)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .training.fit import fit
 

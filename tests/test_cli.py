@@ -101,3 +101,20 @@ def test_kill_9_then_same_command_resumes(image_folder, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["test"]["accuracy"] >= 0
     cfg = (out / "config.yaml").read_text()
     assert "optimizer: momentum" in cfg and "image_size: 16" in cfg
+
+
+def test_data_errors_come_before_tensorflow(tmp_path):
+    from conftest import write_class_folder
+
+    one = write_class_folder(tmp_path / "one", classes=("only",), per_class=2)
+    empty = write_class_folder(tmp_path / "empty", classes=("a", "b"), per_class=2)
+    (empty / "c").mkdir()
+    for data, message in ((one, "at least 2 classes"), (empty, "has no images"), (tmp_path / "nope", "does not exist")):
+        code = (
+            "import sys\nfrom kclassify.cli import main\n"
+            f"rc = main(['fit', '--data', {str(data)!r}])\n"
+            "assert rc == 2 and 'tensorflow' not in sys.modules, (rc, 'tensorflow' in sys.modules)\n"
+        )
+        out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert message in out.stderr
