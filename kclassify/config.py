@@ -31,6 +31,7 @@ CACHE_MODES = ("auto", "memory", "disk", "none")
 FLIPS = ("horizontal", "vertical", "both", "none")
 STRATEGIES = ("auto", "default", "mirrored")
 POOLINGS = ("avg", "max")
+ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "gelu", "tanh", "sigmoid")
 
 
 def _opt(default, help, choices=None, flag=None, low=None, high=None):
@@ -72,6 +73,10 @@ class ModelConfig:
     )
     dropout: float = _opt(0.2, "dropout before the classifier", low=0.0, high=0.95)
     pooling: str = _opt("avg", "global pooling of the backbone's features", POOLINGS)
+    hidden_units: int = _opt(0, "units of an optional hidden dense layer in the head (0: none)", low=0)
+    hidden_activation: str = _opt("relu", "activation of the head's hidden layer", ACTIVATIONS)
+    activation: str = _opt("relu", "activation inside small_cnn and alexnet", ACTIVATIONS)
+    batch_norm: bool = _opt(True, "BatchNorm after each convolution of alexnet")
 
 
 @dataclass

@@ -7,10 +7,10 @@ from kclassify.errors import ConfigError, UnknownBackboneError, WeightsError
 from kclassify.models import REGISTRY, build_classifier, get
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_backbone_builds_and_predicts(name):
     spec = get(name)
-    size = max(spec.min_size, 32)
+    size = spec.min_size  # the smallest input each accepts keeps the whole zoo fast enough for CI
     model = build_classifier(name, num_classes=np.int64(3), image_size=size)  # NumPy ints accepted
     x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
     probs = model.predict(x, verbose=0)
@@ -60,3 +60,42 @@ def test_imagenet_offline_is_one_clear_line(monkeypatch):
     assert "--weights none" in message and ".weights.h5" in message
     with pytest.raises(WeightsError, match="has no ImageNet weights"):
         build_classifier("small_cnn", 2, 32, weights="imagenet")
+
+
+@pytest.mark.parametrize("mode,module", [
+    ("tf", "mobilenet_v2"), ("torch", "densenet"), ("caffe", "resnet50"),
+])
+def test_preprocessing_in_the_model_matches_keras_preprocess_input(mode, module):
+    import importlib
+
+    import keras
+
+    from kclassify.models.build import _preprocess
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    inp = keras.Input((8, 8, 3))
+    ours = keras.Model(inp, _preprocess(mode, inp)).predict(x, verbose=0)
+    reference = importlib.import_module(f"keras.applications.{module}").preprocess_input(x.copy())
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "prelu", "elu", "gelu", "tanh", "sigmoid"])
+def test_our_backbones_take_each_activation(activation):
+    for name, options in (("small_cnn", {}), ("alexnet", {"batch_norm": activation != "relu"})):
+        model = build_classifier(name, 2, 32, activation=activation, hidden_units=8,
+                                 hidden_activation=activation, **options)
+        assert model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0).shape == (1, 2)
+        assert model.get_layer("hidden").units == 8
+
+
+def test_fixed_architectures_refuse_our_options():
+    with pytest.raises(ConfigError, match="fixed architecture; activation='elu' applies only to small_cnn, alexnet"):
+        build_classifier("mobilenet_v3_small", 2, 32, activation="elu")
+
+
+def test_alexnet_adapts_its_stem_to_the_input_size():
+    from kclassify.models.alexnet import AlexNet
+
+    assert AlexNet((224, 224, 3)).get_layer("conv1").strides == (4, 4)
+    assert AlexNet((32, 32, 3)).get_layer("conv1").strides == (1, 1)
+    assert AlexNet((16, 16, 3)).output_shape[1] >= 1

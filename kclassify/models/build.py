@@ -6,18 +6,20 @@ import logging
 from pathlib import Path
 
 from ..errors import ConfigError, WeightsError
-from .registry import BackboneSpec, get
+from .registry import REGISTRY, BackboneSpec, get
+from .small_cnn import activation_layer
 
 log = logging.getLogger(__name__)
 
 NORMALIZATION_LAYER = "normalization"
 
 
-def _backbone(spec: BackboneSpec, image_size: int, weights: str):
+def _backbone(spec: BackboneSpec, image_size: int, weights: str, options: dict):
     ctor = spec.resolve()
     shape = (image_size, image_size, 3)
+    kwargs = {**spec.kwargs, **options}
     if weights == "none":
-        return ctor(input_shape=shape, include_top=False, weights=None, **spec.kwargs)
+        return ctor(input_shape=shape, include_top=False, weights=None, **kwargs)
     if weights == "imagenet":
         if not spec.imagenet:
             raise WeightsError(
@@ -25,7 +27,7 @@ def _backbone(spec: BackboneSpec, image_size: int, weights: str):
                 "local .weights.h5 file."
             )
         try:
-            return ctor(input_shape=shape, include_top=False, weights="imagenet", **spec.kwargs)
+            return ctor(input_shape=shape, include_top=False, weights="imagenet", **kwargs)
         except Exception as e:  # urllib errors, wrapped by Keras as Exception("URL fetch failure ...")
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise WeightsError(
@@ -38,7 +40,7 @@ def _backbone(spec: BackboneSpec, image_size: int, weights: str):
             f"Weights file {weights!r} does not exist. Expected none, imagenet, or a path to a "
             "backbone .weights.h5 file."
         )
-    model = ctor(input_shape=shape, include_top=False, weights=None, **spec.kwargs)
+    model = ctor(input_shape=shape, include_top=False, weights=None, **kwargs)
     try:
         model.load_weights(str(path))
     except Exception as e:
@@ -58,6 +60,9 @@ def build_classifier(
     weights: str = "none",
     dropout: float = 0.2,
     pooling: str = "avg",
+    hidden_units: int = 0,
+    hidden_activation: str = "relu",
+    **options,
 ):
     """Build a Keras classifier that takes raw RGB pixels (0-255) and returns probabilities.
 
@@ -70,6 +75,9 @@ def build_classifier(
         num_classes: size of the softmax output.
         image_size: square input size (default: the backbone's default).
         weights: ``"none"``, ``"imagenet"`` or a path to a backbone ``.weights.h5``.
+        hidden_units: size of an optional dense layer between pooling and output.
+        options: backbone options the registry record lists (``activation``,
+            ``batch_norm``); others must keep their defaults.
 
     Example:
         >>> model = build_classifier("small_cnn", num_classes=3, image_size=32)
@@ -88,18 +96,70 @@ def build_classifier(
         )
     num_classes = int(num_classes)  # Keras 3 rejects NumPy integers as layer sizes
     inputs = keras.Input((size, size, 3), name="image")
-    x = inputs
-    if spec.preprocessing == "normalization":
-        x = layers.Normalization(axis=-1, name=NORMALIZATION_LAYER)(x)
-    base = _backbone(spec, size, weights)
+    x = _preprocess(spec.preprocessing, inputs)
+    base = _backbone(spec, size, weights, _backbone_options(spec, options))
     x = base(x)
     pool = layers.GlobalAveragePooling2D if pooling == "avg" else layers.GlobalMaxPooling2D
     x = pool(name="pool")(x)
+    if hidden_units:
+        x = layers.Dense(int(hidden_units), name="hidden")(x)
+        x = activation_layer(hidden_activation, name="hidden_act")(x)
     if dropout > 0:
         x = layers.Dropout(float(dropout), name="dropout")(x)
     # float32 output keeps softmax stable under mixed precision.
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=f"kclassify_{spec.name}")
+
+
+DEFAULT_OPTIONS = {"activation": "relu", "batch_norm": True}
+
+
+def _backbone_options(spec: BackboneSpec, options: dict) -> dict:
+    """The options this backbone takes; a non-default option it does not take is an error."""
+    unknown = set(options) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise TypeError(f"build_classifier() got unexpected options {sorted(unknown)}")
+    for key, value in options.items():
+        if key not in spec.options and value != DEFAULT_OPTIONS[key]:
+            raise ConfigError(
+                f"Backbone {spec.name!r} has a fixed architecture; {key}={value!r} applies only "
+                f"to {', '.join(n for n, s in REGISTRY.items() if key in s.options)}. Drop it or "
+                "pick one of those backbones."
+            )
+    return {k: v for k, v in options.items() if k in spec.options}
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def _preprocess(mode: str, x):
+    """Raw 0-255 RGB -> what the backbone expects, with stock Keras layers only.
+
+    Stock layers keep model.keras loadable without kclassify and convertible to TFLite.
+    """
+    import numpy as np
+    from keras import layers
+
+    if mode == "normalization":
+        return layers.Normalization(axis=-1, name=NORMALIZATION_LAYER)(x)
+    if mode == "tf":
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(x)
+    if mode == "torch":
+        x = layers.Rescaling(1.0 / 255.0, name="preprocess_scale")(x)
+        return layers.Normalization(mean=IMAGENET_MEAN, variance=np.square(IMAGENET_STD),
+                                    name="preprocess")(x)
+    if mode == "caffe":
+        # A frozen 1x1 convolution: its kernel swaps RGB to BGR, its bias subtracts the mean.
+        conv = layers.Conv2D(3, 1, trainable=False, name="preprocess")
+        y = conv(x)
+        kernel = np.zeros((1, 1, 3, 3), "float32")
+        for c in range(3):
+            kernel[0, 0, 2 - c, c] = 1.0
+        conv.set_weights([kernel, -np.asarray(CAFFE_MEAN_BGR, "float32")])
+        return y
+    return x  # builtin: the backbone rescales its own input
 
 
 def adapt_preprocessing(model, images) -> bool:

@@ -17,6 +17,9 @@ from ..errors import UnknownBackboneError, did_you_mean
 PREPROCESSING = {
     "builtin": "the backbone rescales its own input (e.g. include_preprocessing=True)",
     "normalization": "a Keras Normalization layer adapted on the training split",
+    "tf": "Rescaling to [-1, 1], as preprocess_input(mode='tf')",
+    "torch": "Rescaling to [0, 1] then ImageNet mean/std, as preprocess_input(mode='torch')",
+    "caffe": "RGB to BGR and ImageNet mean subtraction, as preprocess_input(mode='caffe')",
 }
 
 
@@ -34,6 +37,7 @@ class BackboneSpec:
         imagenet: whether ImageNet weights can be downloaded for it.
         kwargs: extra constructor arguments.
         unfreeze_from: name of the layer block from which fine-tuning unfreezes.
+        options: model settings (``ModelConfig`` names) the constructor accepts.
     """
 
     name: str
@@ -44,6 +48,7 @@ class BackboneSpec:
     imagenet: bool
     kwargs: dict[str, Any] = field(default_factory=dict)
     unfreeze_from: str | None = None
+    options: tuple[str, ...] = ()
 
     def resolve(self) -> Callable:
         module, attr = self.constructor.split(":")
@@ -75,13 +80,47 @@ def names() -> list[str]:
 
 register(BackboneSpec(
     "small_cnn", "kclassify.models.small_cnn:SmallCNN", default_size=64, min_size=16,
-    preprocessing="normalization", imagenet=False,
+    preprocessing="normalization", imagenet=False, options=("activation",),
 ))
 register(BackboneSpec(
-    "mobilenet_v3_small", "keras.applications:MobileNetV3Small", default_size=224, min_size=32,
-    preprocessing="builtin", imagenet=True, kwargs={"include_preprocessing": True},
+    "alexnet", "kclassify.models.alexnet:AlexNet", default_size=224, min_size=16,
+    preprocessing="normalization", imagenet=False, options=("activation", "batch_norm"),
 ))
-register(BackboneSpec(
-    "mobilenet_v3_large", "keras.applications:MobileNetV3Large", default_size=224, min_size=32,
-    preprocessing="builtin", imagenet=True, kwargs={"include_preprocessing": True},
-))
+
+
+def _application(name: str, attr: str, size: int, preprocessing: str, min_size: int = 32, **kwargs):
+    """Register a ``keras.applications`` backbone."""
+    register(BackboneSpec(name, f"keras.applications:{attr}", default_size=size, min_size=min_size,
+                          preprocessing=preprocessing, imagenet=True, kwargs=kwargs))
+
+
+_BUILTIN = {"include_preprocessing": True}
+for _name, _attr, _size, _prep, _min, _kw in [
+    ("vgg16", "VGG16", 224, "caffe", 32, {}),
+    ("vgg19", "VGG19", 224, "caffe", 32, {}),
+    ("resnet50", "ResNet50", 224, "caffe", 32, {}),
+    ("resnet101", "ResNet101", 224, "caffe", 32, {}),
+    ("resnet152", "ResNet152", 224, "caffe", 32, {}),
+    ("resnet50_v2", "ResNet50V2", 224, "tf", 32, {}),
+    ("resnet101_v2", "ResNet101V2", 224, "tf", 32, {}),
+    ("resnet152_v2", "ResNet152V2", 224, "tf", 32, {}),
+    ("inception_v3", "InceptionV3", 299, "tf", 75, {}),
+    ("inception_resnet_v2", "InceptionResNetV2", 299, "tf", 75, {}),
+    ("xception", "Xception", 299, "tf", 71, {}),
+    ("mobilenet", "MobileNet", 224, "tf", 32, {}),
+    ("mobilenet_v2", "MobileNetV2", 224, "tf", 32, {}),
+    ("mobilenet_v3_small", "MobileNetV3Small", 224, "builtin", 32, _BUILTIN),
+    ("mobilenet_v3_large", "MobileNetV3Large", 224, "builtin", 32, _BUILTIN),
+    ("densenet121", "DenseNet121", 224, "torch", 32, {}),
+    ("densenet169", "DenseNet169", 224, "torch", 32, {}),
+    ("densenet201", "DenseNet201", 224, "torch", 32, {}),
+    ("nasnet_mobile", "NASNetMobile", 224, "tf", 32, {}),
+    ("nasnet_large", "NASNetLarge", 331, "tf", 32, {}),
+    *[(f"efficientnet_b{i}", f"EfficientNetB{i}", size, "builtin", 32, {})
+      for i, size in enumerate((224, 240, 260, 300, 380, 456, 528, 600))],
+    *[(f"efficientnet_v2_{v.lower()}", f"EfficientNetV2{v}", size, "builtin", 32, _BUILTIN)
+      for v, size in (("B0", 224), ("B1", 240), ("B2", 260), ("B3", 300), ("S", 384), ("M", 480), ("L", 480))],
+    *[(f"convnext_{v.lower()}", f"ConvNeXt{v}", 224, "builtin", 32, _BUILTIN)
+      for v in ("Tiny", "Small", "Base", "Large", "XLarge")],
+]:
+    _application(_name, _attr, _size, _prep, _min, **_kw)

@@ -3,6 +3,20 @@
 from __future__ import annotations
 
 
+def activation_layer(activation: str, spatial: bool = False, **kwargs):
+    """A Keras layer for an activation name; PReLU is a layer with weights, not a function.
+
+    Args:
+        spatial: the input is a feature map; PReLU then learns one slope per channel
+            (not per pixel, which would tie the weights to the input size).
+    """
+    from keras import layers
+
+    if activation == "prelu":
+        return layers.PReLU(shared_axes=[1, 2] if spatial else None, **kwargs)
+    return layers.Activation(activation, **kwargs)
+
+
 def SmallCNN(input_shape, include_top=False, weights=None, filters=(32, 64, 128, 256),
              activation="relu", name="small_cnn"):
     """A compact VGG-style feature extractor with BatchNorm, in Keras applications' signature.
@@ -30,7 +44,7 @@ def SmallCNN(input_shape, include_top=False, weights=None, filters=(32, 64, 128,
         x = layers.Conv2D(int(f), 3, strides=2 if stem else 1, padding="same", use_bias=False,
                           name="stem_conv" if stem else f"block{i}_conv")(x)
         x = layers.BatchNormalization(name="stem_bn" if stem else f"block{i}_bn")(x)
-        x = layers.Activation(activation, name="stem_act" if stem else f"block{i}_act")(x)
+        x = activation_layer(activation, spatial=True, name="stem_act" if stem else f"block{i}_act")(x)
         if 0 < i < len(filters) - 1:
             x = layers.MaxPooling2D(name=f"block{i}_pool")(x)
     model = keras.Model(inputs, x, name=name)

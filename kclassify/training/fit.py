@@ -76,9 +76,11 @@ def fit(config: Config | None = None, *, output: str | Path | None = None, callb
     datasets = _datasets(cfg, data, run)
     steps = int(tf.data.experimental.cardinality(datasets["train"]))
     with strategy.scope():
+        m = cfg.model
         model = build_classifier(
-            cfg.model.backbone, len(data.classes), cfg.data.image_size,
-            weights=cfg.model.weights, dropout=cfg.model.dropout, pooling=cfg.model.pooling,
+            m.backbone, len(data.classes), cfg.data.image_size, weights=m.weights, dropout=m.dropout,
+            pooling=m.pooling, hidden_units=m.hidden_units, hidden_activation=m.hidden_activation,
+            activation=m.activation, batch_norm=m.batch_norm,
         )
         if adapt_preprocessing(model, datasets["adapt"]):
             log.info("adapted input normalization on %d training images", len(data.subset("train")[0]))
