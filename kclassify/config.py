@@ -85,7 +85,7 @@ class TrainConfig:
     batch_size: int = _opt(32, "global batch size", low=1)
     optimizer: str = _opt("adam", "optimizer", OPTIMIZERS)
     lr: float = _opt(1e-3, "base learning rate", low=0.0, high=10.0)
-    schedule: str = _opt("constant", "learning-rate schedule", SCHEDULES)
+    schedule: str = _opt("cosine", "learning-rate schedule (cosine: decays to 0 over the run)", SCHEDULES)
     warmup_epochs: float = _opt(0.0, "linear warm-up epochs (cosine schedule)", low=0.0)
     decay_rate: float = _opt(
         0.1, "lr multiplier per --decay-epochs (exponential, step) or on plateau",
