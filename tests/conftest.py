@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny generated image folders (never ../shared), seeds, an isolated cache."""
+"""Shared fixtures: tiny generated image folders (no dataset on disk needed), seeds, an isolated cache."""
 
 from __future__ import annotations
 
