@@ -107,6 +107,14 @@ class TrainConfig:
     monitor: str = _opt(
         "val_loss", "metric for early stopping, plateau and the best checkpoint"
     )
+    head_epochs: int | None = _opt(
+        None, "epochs of the head-only phase with pretrained weights (default: a quarter)", low=0
+    )
+    unfreeze: str = _opt(
+        "all", "what fine-tuning unfreezes: all, a layer count, a fraction (0.3) or a layer name"
+    )
+    finetune_lr_factor: float = _opt(0.1, "fine-tuning learning rate = lr x this", low=0.0, high=10.0)
+    mixed_precision: bool = _opt(False, "float16 compute on GPU (bfloat16 on CPU), float32 output")
     seed: int = _opt(42, "seed for split, shuffling, augmentation and initialisation")
     deterministic: bool = _opt(False, "enable TensorFlow op determinism (slower)")
     strategy: str = _opt("auto", "tf.distribute strategy", STRATEGIES)

@@ -72,11 +72,10 @@ class RunFolder:
             )
 
     def completed_epochs(self) -> int:
-        """Epochs the resume backup holds (0 when there is none)."""
-        meta = self.backup / "training_metadata.json"
-        if not meta.is_file():
-            return 0
-        return int(json.loads(meta.read_text()).get("epoch", 0))
+        """Epochs the resume backups hold (one per training phase; 0 when there is none)."""
+        done = [json.loads(m.read_text() or "{}").get("epoch", 0)
+                for m in self.backup.glob("*/training_metadata.json")]
+        return int(max(done, default=0))
 
 
 def default_run_name(data_spec: str) -> str:

@@ -82,7 +82,7 @@ def test_kill_9_then_same_command_resumes(image_folder, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen([PY, "-m", "kclassify", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
-    meta = out / "checkpoints" / "backup" / "training_metadata.json"
+    meta = out / "checkpoints" / "backup" / "train" / "training_metadata.json"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if meta.is_file() and json.loads(meta.read_text() or "{}").get("epoch", 0) >= 2:

@@ -119,7 +119,7 @@ def test_interrupted_fit_resumes_to_the_same_epoch_count(image_folder, tmp_path)
     with pytest.raises(KeyboardInterrupt):
         fit(data=str(image_folder), output=out, epochs=4, callbacks=[StopAfter(1)], verbose=0, cache="disk", **FAST)
     assert not (out / "metrics.json").exists()
-    assert json.loads((out / "checkpoints" / "backup" / "training_metadata.json").read_text())["epoch"] == 2
+    assert json.loads((out / "checkpoints" / "backup" / "train" / "training_metadata.json").read_text())["epoch"] == 2
     with pytest.raises(RunFolderError, match=r"other settings \(epochs: 4 -> 5\)"):
         fit(data=str(image_folder), output=out, epochs=5, verbose=0, cache="disk", **FAST)
     seen = []
@@ -132,4 +132,4 @@ def test_interrupted_fit_resumes_to_the_same_epoch_count(image_folder, tmp_path)
     assert seen == [2, 3]
     with open(out / "history.csv") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2", "3"]
-    assert not (out / "checkpoints" / "backup").exists()  # Keras removes the backup when done
+    assert not (out / "checkpoints" / "backup").exists()  # fit removes the backup when done

@@ -35,12 +35,15 @@ def _backbone(spec: BackboneSpec, image_size: int, weights: str, options: dict):
                 "--weights none or --weights PATH to a local .weights.h5 file."
             ) from None
     path = Path(weights).expanduser()
+    model = ctor(input_shape=shape, include_top=False, weights=None, **kwargs)
+    if path.is_dir() or path.suffix == ".keras":
+        _copy_backbone(model, _source_model(path), spec, weights)
+        return model
     if not path.is_file():
         raise WeightsError(
-            f"Weights file {weights!r} does not exist. Expected none, imagenet, or a path to a "
-            "backbone .weights.h5 file."
+            f"Weights file {weights!r} does not exist. Expected none, imagenet, a backbone "
+            ".weights.h5 file, or a run folder / .keras model with the same backbone."
         )
-    model = ctor(input_shape=shape, include_top=False, weights=None, **kwargs)
     try:
         model.load_weights(str(path))
     except Exception as e:
@@ -50,6 +53,59 @@ def _backbone(spec: BackboneSpec, image_size: int, weights: str, options: dict):
             "same backbone."
         ) from None
     return model
+
+
+def _source_model(path: Path):
+    """A model to transfer from: ``model.keras`` of a run folder, or a ``.keras`` file."""
+    import keras
+
+    file = path / "model.keras" if path.is_dir() else path
+    if not file.is_file():
+        raise WeightsError(
+            f"{str(path)!r} holds no model.keras. Pass a finished run folder, a .keras model, or "
+            "a backbone .weights.h5 file."
+        )
+    return keras.models.load_model(file, compile=False)
+
+
+def backbone_of(model):
+    """The backbone of a classifier from :func:`build_classifier`: its one nested Model."""
+    import keras
+
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ValueError(f"expected one backbone sub-model in {model.name}; found {len(nested)}")
+    return nested[0]
+
+
+def _copy_backbone(target, source, spec: BackboneSpec, where: str) -> None:
+    try:
+        base = backbone_of(source)
+    except ValueError:
+        base = None
+    shapes = [tuple(w.shape) for w in target.weights]
+    if base is None or base.name != target.name or [tuple(w.shape) for w in base.weights] != shapes:
+        found = base.name if base is not None else "no single backbone"
+        raise WeightsError(
+            f"{where} holds {found}; backbone {spec.name!r} ({target.name}) cannot take its weights. "
+            f"Pass --backbone matching that run (see its config.yaml), or --weights none."
+        )
+    target.set_weights(base.get_weights())
+
+
+def transfer_head(model, weights: str, classes: list[str]) -> bool:
+    """Load the whole classifier (head included) from a run folder with the same classes."""
+    path = Path(str(weights)).expanduser()
+    labels = path / "labels.txt"
+    if not (path.is_dir() and labels.is_file()):
+        return False
+    if [c for c in labels.read_text().splitlines() if c] != list(classes):
+        return False  # other classes: the backbone was transferred, the head stays new
+    source = _source_model(path)
+    if [tuple(w.shape) for w in source.weights] != [tuple(w.shape) for w in model.weights]:
+        return False
+    model.set_weights(source.get_weights())
+    return True
 
 
 def build_classifier(
@@ -74,7 +130,8 @@ def build_classifier(
         backbone: registry name, e.g. ``"small_cnn"`` or ``"mobilenet_v3_small"``.
         num_classes: size of the softmax output.
         image_size: square input size (default: the backbone's default).
-        weights: ``"none"``, ``"imagenet"`` or a path to a backbone ``.weights.h5``.
+        weights: ``"none"``, ``"imagenet"``, a backbone ``.weights.h5``, or a run folder /
+            ``.keras`` model with the same backbone (transfer from an earlier run).
         hidden_units: size of an optional dense layer between pooling and output.
         options: backbone options the registry record lists (``activation``,
             ``batch_norm``); others must keep their defaults.
@@ -98,7 +155,9 @@ def build_classifier(
     inputs = keras.Input((size, size, 3), name="image")
     x = _preprocess(spec.preprocessing, inputs)
     base = _backbone(spec, size, weights, _backbone_options(spec, options))
-    x = base(x)
+    # A pretrained backbone runs in inference mode (BatchNorm keeps its statistics) even when
+    # fine-tuned, as in the Keras transfer-learning guide; one trained from scratch does not.
+    x = base(x, training=False) if weights != "none" else base(x)
     pool = layers.GlobalAveragePooling2D if pooling == "avg" else layers.GlobalMaxPooling2D
     x = pool(name="pool")(x)
     if hidden_units:

@@ -57,7 +57,7 @@ def truncate_history(path, completed_epochs: int) -> None:
         csv.writer(f).writerows(keep if completed_epochs else [])
 
 
-def standard_callbacks(run: RunFolder, cfg: TrainConfig, monitor: str, num_train: int) -> list:
+def standard_callbacks(run: RunFolder, cfg: TrainConfig, monitor: str, num_train: int, backup) -> list:
     """Callbacks in the order they must run.
 
     The learning rate and throughput go first so the loggers see them; the resume
@@ -84,5 +84,7 @@ def standard_callbacks(run: RunFolder, cfg: TrainConfig, monitor: str, num_train
         cbs.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode, patience=cfg.early_stopping, verbose=1
         ))
-    cbs.append(keras.callbacks.BackupAndRestore(str(run.backup)))
+    # Kept after the phase ends (fit removes the whole backup folder at the very end), so a
+    # run killed between two phases resumes at the boundary instead of starting over.
+    cbs.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False))
     return cbs

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +23,10 @@ from ..data.augment import build_augmentation
 from ..data.pipeline import batches, cache_target, decoded
 from ..errors import RunFolderError
 from ..models import get as get_backbone
-from ..models.build import adapt_preprocessing, build_classifier
+from ..models.build import adapt_preprocessing, build_classifier, transfer_head
 from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, write_excluded, write_json
 from .callbacks import monitor_mode, standard_callbacks, truncate_history
+from .finetune import plan_phases, prepare_phase
 from .losses import build_loss
 from .optimizers import build_optimizer
 from .strategy import select_strategy
@@ -74,22 +78,9 @@ def fit(config: Config | None = None, *, output: str | Path | None = None, callb
 
     strategy = select_strategy(cfg.train.strategy)
     datasets = _datasets(cfg, data, run)
-    steps = int(tf.data.experimental.cardinality(datasets["train"]))
-    with strategy.scope():
-        m = cfg.model
-        model = build_classifier(
-            m.backbone, len(data.classes), cfg.data.image_size, weights=m.weights, dropout=m.dropout,
-            pooling=m.pooling, hidden_units=m.hidden_units, hidden_activation=m.hidden_activation,
-            activation=m.activation, batch_norm=m.batch_norm,
-        )
-        if adapt_preprocessing(model, datasets["adapt"]):
-            log.info("adapted input normalization on %d training images", len(data.subset("train")[0]))
-        model.compile(
-            optimizer=build_optimizer(cfg.train, steps),
-            loss=build_loss(cfg.train),
-            metrics=["accuracy"],
-        )
-    history, throughput = _train(model, cfg, data, run, datasets, list(callbacks), verbose)
+    with _precision(cfg.train.mixed_precision), strategy.scope():
+        model = _build(cfg, data, datasets)
+        history, throughput = _train(model, cfg, data, run, datasets, list(callbacks), verbose)
     model = _best_model(run, model)
     metrics = _evaluate_test(model, datasets.get("test"))
     _write_run_end(run, model, metrics, throughput, started, data)
@@ -204,24 +195,72 @@ def _best_so_far(run: RunFolder, monitor: str) -> float | None:
     return min(values) if monitor_mode(monitor) == "min" else max(values)
 
 
+def _build(cfg: Config, data: PreparedData, datasets):
+    m = cfg.model
+    model = build_classifier(
+        m.backbone, len(data.classes), cfg.data.image_size, weights=m.weights, dropout=m.dropout,
+        pooling=m.pooling, hidden_units=m.hidden_units, hidden_activation=m.hidden_activation,
+        activation=m.activation, batch_norm=m.batch_norm,
+    )
+    if adapt_preprocessing(model, datasets["adapt"]):
+        log.info("adapted input normalization on %d training images", len(data.subset("train")[0]))
+    if transfer_head(model, m.weights, data.classes):
+        log.info("same classes as %s: its head is loaded too", m.weights)
+    return model
+
+
+@contextlib.contextmanager
+def _precision(mixed: bool):
+    """Mixed precision for the duration of a fit: float16 on GPU, bfloat16 on CPU."""
+    if not mixed:
+        yield
+        return
+    previous = keras.mixed_precision.global_policy().name
+    policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    log.info("mixed precision: %s", policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def _train(model, cfg, data, run, datasets, extra_callbacks, verbose):
+    """Run the phases (head, fine-tune; or one) as one continuous history."""
     monitor = _monitor(cfg, "val" in datasets)
     truncate_history(run.history, run.completed_epochs())
-    cbs = standard_callbacks(run, cfg.train, monitor, len(data.subset("train")[0]))
-    best = _best_so_far(run, monitor)
-    if best is not None:  # keep best.keras the best over the whole run, not since resuming
-        cbs[[type(c) for c in cbs].index(keras.callbacks.ModelCheckpoint)].best = best
-    history = model.fit(
-        datasets["train"],
-        validation_data=datasets.get("val"),
-        epochs=cfg.train.epochs,
-        callbacks=cbs + extra_callbacks,
-        class_weight=_class_weights(cfg, data),
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-        verbose=verbose,
-    )
-    throughput = next(c for c in cbs if type(c).__name__ == "Throughput").per_epoch
-    return history.history, throughput
+    steps = int(tf.data.experimental.cardinality(datasets["train"]))
+    phases = plan_phases(cfg)
+    history: dict[str, list[float]] = {}
+    throughput: list[float] = []
+    for i, phase in enumerate(phases):
+        if any((run.backup / later.name).is_dir() for later in phases[i + 1:]):
+            continue  # a later phase has already started: its backup holds everything
+        prepare_phase(model, phase, cfg)
+        phase_cfg = dataclasses.replace(
+            cfg.train, lr=cfg.train.lr * phase.lr_factor, epochs=phase.end - phase.start,
+            warmup_epochs=cfg.train.warmup_epochs if phase.start == 0 else 0.0,
+        )
+        model.compile(optimizer=build_optimizer(phase_cfg, steps), loss=build_loss(cfg.train),
+                      metrics=["accuracy"])
+        cbs = standard_callbacks(run, cfg.train, monitor, len(data.subset("train")[0]),
+                                 backup=run.backup / phase.name)
+        best = _best_so_far(run, monitor)
+        if best is not None:  # keep best.keras the best over the whole run, not since resuming
+            next(c for c in cbs if isinstance(c, keras.callbacks.ModelCheckpoint)).best = best
+        if len(phases) > 1:
+            log.info("phase %s: epochs %d-%d", phase.name, phase.start + 1, phase.end)
+        result = model.fit(
+            datasets["train"], validation_data=datasets.get("val"), initial_epoch=phase.start,
+            epochs=phase.end, callbacks=cbs + extra_callbacks, class_weight=_class_weights(cfg, data),
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=verbose,
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
+        throughput += next(c for c in cbs if type(c).__name__ == "Throughput").per_epoch
+    shutil.rmtree(run.backup, ignore_errors=True)  # finished: nothing left to resume
+    return history, throughput
 
 
 def _class_weights(cfg: Config, data: PreparedData) -> dict[int, float] | None:
