@@ -83,17 +83,34 @@ def batches(
     training: bool,
     seed: int = 0,
     augment=None,
+    replicas: int = 1,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 images in 0..255, one-hot labels)`` from :func:`decoded`.
 
     Args:
         training: shuffle (seeded, reshuffled each epoch) and augment.
         augment: a Keras layer applied to training batches (None: no augmentation).
+        replicas: devices a batch is split over. With more than one, a last batch
+            smaller than the number of replicas would leave one empty, which
+            MirroredStrategy cannot run: training drops that remainder (a different
+            one each epoch, as the data are reshuffled), evaluation pads it with
+            zero-weight images so that every real image is counted.
     """
+    n = int(ds.cardinality())
     if training:
-        n = int(ds.cardinality())
         ds = ds.shuffle(n if n > 0 else 10_000, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    elif replicas > 1 and n > 0 and n % batch_size:
+        ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
+        pad = tf.data.Dataset.from_tensors(
+            (tf.zeros(ds.element_spec[0].shape, ds.element_spec[0].dtype), tf.constant(0, tf.int32),
+             tf.constant(0.0))
+        ).repeat(batch_size - n % batch_size)
+        ds = ds.concatenate(pad).batch(batch_size)
+        return ds.map(
+            lambda x, y, w: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes), w),
+            num_parallel_calls=AUTOTUNE,
+        ).prefetch(AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=training and replicas > 1)
     ds = ds.map(
         lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),
         num_parallel_calls=AUTOTUNE,

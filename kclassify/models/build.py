@@ -201,17 +201,18 @@ def _preprocess(mode: str, x):
     import numpy as np
     from keras import layers
 
+    f32 = {"dtype": "float32"}  # preprocessing stays in float32 under mixed precision
     if mode == "normalization":
-        return layers.Normalization(axis=-1, name=NORMALIZATION_LAYER)(x)
+        return layers.Normalization(axis=-1, name=NORMALIZATION_LAYER, **f32)(x)
     if mode == "tf":
-        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(x)
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess", **f32)(x)
     if mode == "torch":
-        x = layers.Rescaling(1.0 / 255.0, name="preprocess_scale")(x)
+        x = layers.Rescaling(1.0 / 255.0, name="preprocess_scale", **f32)(x)
         return layers.Normalization(mean=IMAGENET_MEAN, variance=np.square(IMAGENET_STD),
-                                    name="preprocess")(x)
+                                    name="preprocess", **f32)(x)
     if mode == "caffe":
         # A frozen 1x1 convolution: its kernel swaps RGB to BGR, its bias subtracts the mean.
-        conv = layers.Conv2D(3, 1, trainable=False, name="preprocess")
+        conv = layers.Conv2D(3, 1, trainable=False, name="preprocess", **f32)
         y = conv(x)
         kernel = np.zeros((1, 1, 3, 3), "float32")
         for c in range(3):

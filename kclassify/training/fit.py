@@ -77,7 +77,7 @@ def fit(config: Config | None = None, *, output: str | Path | None = None, callb
     _write_run_start(run, cfg, data, started)
 
     strategy = select_strategy(cfg.train.strategy)
-    datasets = _datasets(cfg, data, run)
+    datasets = _datasets(cfg, data, run, strategy.num_replicas_in_sync)
     with _precision(cfg.train.mixed_precision), strategy.scope():
         model = _build(cfg, data, datasets)
         history, throughput = _train(model, cfg, data, run, datasets, list(callbacks), verbose)
@@ -160,7 +160,7 @@ def _run_info(cfg: Config, data: PreparedData, started: float, **extra) -> dict[
     }
 
 
-def _datasets(cfg: Config, data: PreparedData, run: RunFolder) -> dict[str, tf.data.Dataset]:
+def _datasets(cfg: Config, data: PreparedData, run: RunFolder, replicas: int = 1) -> dict[str, tf.data.Dataset]:
     size, batch, seed, n = cfg.data.image_size, cfg.train.batch_size, cfg.train.seed, len(data.classes)
     out = {}
     for split in ("train", "val", "test"):
@@ -170,7 +170,8 @@ def _datasets(cfg: Config, data: PreparedData, run: RunFolder) -> dict[str, tf.d
         images = decoded(paths, labels, size, cache_target(cfg.data.cache, len(paths), size, run.cache / split))
         training = split == "train"
         augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed) if training else None
-        out[split] = batches(images, n, batch, training=training, seed=seed, augment=augment)
+        out[split] = batches(images, n, batch, training=training, seed=seed, augment=augment,
+                             replicas=replicas)
         if training:
             # Plain training images for Normalization.adapt; its pass fills the shared cache.
             out["adapt"] = images.batch(batch).map(lambda x, y: tf.cast(x, tf.float32))

@@ -14,11 +14,15 @@ def select_strategy(name: str = "auto") -> tf.distribute.Strategy:
 
     Args:
         name: 'auto' (MirroredStrategy when more than one GPU is visible, else the
-            default one-device strategy), 'default' or 'mirrored'.
+            default one-device strategy), 'default' or 'mirrored' (all GPUs, or all
+            logical CPU devices when there is no GPU).
+
+    The batch size is global: each of N replicas gets ``batch_size / N`` images per step.
     """
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        strategy = tf.distribute.MirroredStrategy()
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
     else:
         strategy = tf.distribute.get_strategy()
     log.info("strategy %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
