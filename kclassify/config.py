@@ -29,7 +29,7 @@ LOSSES = ("crossentropy", "focal", "mse")
 CLASS_WEIGHTS = ("none", "balanced")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 FLIPS = ("horizontal", "vertical", "both", "none")
-STRATEGIES = ("auto", "default", "mirrored")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 POOLINGS = ("avg", "max")
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "gelu", "tanh", "sigmoid")
 

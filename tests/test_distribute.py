@@ -43,3 +43,42 @@ def test_mixed_precision_keeps_a_float32_output(image_folder, tmp_path):
     assert model.get_layer("small_cnn").get_layer("stem_conv").dtype_policy.compute_dtype == "bfloat16"
     probs = model.predict(np.zeros((1, 16, 16, 3), "float32"), verbose=0)
     assert probs.dtype == np.float32 and np.isfinite(result.metrics["test"]["loss"])
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multiworker_two_processes_on_loopback(tmp_path):
+    import os
+    import re
+
+    data = write_class_folder(tmp_path / "data", per_class=8)
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "kclassify", "fit", "--data", str(data), "--output", str(tmp_path / "run"),
+             "--strategy", "multiworker", "--epochs", "1", "--image-size", "16", "--batch-size", "8",
+             "--augment", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outputs = [p.communicate(timeout=400) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    losses = [re.findall(r"epoch 1/1: .*?\bloss: ([0-9.]+)", err) for _, err in outputs]
+    assert losses[0] and losses[0] == losses[1]  # both workers end with the same loss
+    run = tmp_path / "run"
+    for name in ("config.yaml", "run.json", "split.csv", "labels.txt", "model.keras", "history.csv", "metrics.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "logs" / "train").glob("events.out.tfevents.*"))
+    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] >= 0

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..models import get as get_backbone
 from ..models.build import adapt_preprocessing, build_classifier, transfer_head
 from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, write_excluded, write_json
 from .callbacks import monitor_mode, standard_callbacks, truncate_history
+from . import multiworker
 from .finetune import plan_phases, prepare_phase
 from .losses import build_loss
 from .optimizers import build_optimizer
@@ -70,17 +72,23 @@ def fit(config: Config | None = None, *, output: str | Path | None = None, callb
     started = time.time()
     spec = get_backbone(cfg.model.backbone)
     cfg = cfg.replace(image_size=cfg.data.image_size or spec.default_size)
-    run = RunFolder(Path(output) if output else DEFAULT_ROOT / default_run_name(cfg.data.data))
+    strategy = select_strategy(cfg.train.strategy)  # first: MultiWorkerMirrored must precede other TF work
+    chief_run = RunFolder(Path(output) if output else DEFAULT_ROOT / default_run_name(cfg.data.data))
+    # Only the chief writes the run folder; other workers write into a temporary one.
+    run = chief_run if multiworker.is_chief() else RunFolder(Path(tempfile.mkdtemp(prefix="kclassify-")))
     resuming = _open_run_folder(run, cfg)
     _seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = _prepare(cfg, run, resuming)
     _write_run_start(run, cfg, data, started)
 
-    strategy = select_strategy(cfg.train.strategy)
     datasets = _datasets(cfg, data, run, strategy.num_replicas_in_sync)
     with _precision(cfg.train.mixed_precision), strategy.scope():
         model = _build(cfg, data, datasets)
-        history, throughput = _train(model, cfg, data, run, datasets, list(callbacks), verbose)
+        history, throughput = _train(model, cfg, data, run, datasets, list(callbacks), verbose,
+                                     strategy, chief_run)
+    if run is not chief_run:  # a worker: the chief evaluates and saves
+        shutil.rmtree(run.root, ignore_errors=True)
+        return FitResult(chief_run.root, model, history, {})
     model = _best_model(run, model)
     metrics = _evaluate_test(model, datasets.get("test"))
     _write_run_end(run, model, metrics, throughput, started, data)
@@ -226,16 +234,21 @@ def _precision(mixed: bool):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _train(model, cfg, data, run, datasets, extra_callbacks, verbose):
-    """Run the phases (head, fine-tune; or one) as one continuous history."""
+def _train(model, cfg, data, run, datasets, extra_callbacks, verbose, strategy, chief_run):
+    """Run the phases (head, fine-tune; or one) as one continuous history.
+
+    ``chief_run`` is where resume backups are read (the run folder itself, except on a
+    multi-worker cluster's non-chief workers, which write into a temporary ``run``).
+    """
     monitor = _monitor(cfg, "val" in datasets)
-    truncate_history(run.history, run.completed_epochs())
+    backup_root = chief_run.backup
+    truncate_history(run.history, chief_run.completed_epochs())
     steps = int(tf.data.experimental.cardinality(datasets["train"]))
     phases = plan_phases(cfg)
     history: dict[str, list[float]] = {}
     throughput: list[float] = []
     for i, phase in enumerate(phases):
-        if any((run.backup / later.name).is_dir() for later in phases[i + 1:]):
+        if any((backup_root / later.name).is_dir() for later in phases[i + 1:]):
             continue  # a later phase has already started: its backup holds everything
         prepare_phase(model, phase, cfg)
         phase_cfg = dataclasses.replace(
@@ -244,24 +257,35 @@ def _train(model, cfg, data, run, datasets, extra_callbacks, verbose):
         )
         model.compile(optimizer=build_optimizer(phase_cfg, steps), loss=build_loss(cfg.train),
                       metrics=["accuracy"])
-        cbs = standard_callbacks(run, cfg.train, monitor, len(data.subset("train")[0]),
-                                 backup=run.backup / phase.name)
-        best = _best_so_far(run, monitor)
-        if best is not None:  # keep best.keras the best over the whole run, not since resuming
-            next(c for c in cbs if isinstance(c, keras.callbacks.ModelCheckpoint)).best = best
         if len(phases) > 1:
             log.info("phase %s: epochs %d-%d", phase.name, phase.start + 1, phase.end)
-        result = model.fit(
-            datasets["train"], validation_data=datasets.get("val"), initial_epoch=phase.start,
-            epochs=phase.end, callbacks=cbs + extra_callbacks, class_weight=_class_weights(cfg, data),
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            verbose=verbose,
-        )
-        for key, values in result.history.items():
+        if multiworker.is_multiworker(strategy):
+            result = multiworker.train_loop(
+                strategy, model, build_loss(cfg.train), datasets, run, start=phase.start, end=phase.end,
+                backup=backup_root / phase.name, global_batch=cfg.train.batch_size,
+                class_weights=_class_weights(cfg, data), monitor=monitor,
+            )
+        else:
+            result = _keras_fit(model, cfg, data, run, datasets, extra_callbacks, verbose, monitor, phase)
+        for key, values in result.items():
             history.setdefault(key, []).extend(values)
-        throughput += next(c for c in cbs if type(c).__name__ == "Throughput").per_epoch
+        throughput += result.get("train_images_per_sec", [])
     shutil.rmtree(run.backup, ignore_errors=True)  # finished: nothing left to resume
     return history, throughput
+
+
+def _keras_fit(model, cfg, data, run, datasets, extra_callbacks, verbose, monitor, phase) -> dict:
+    cbs = standard_callbacks(run, cfg.train, monitor, len(data.subset("train")[0]),
+                             backup=run.backup / phase.name)
+    best = _best_so_far(run, monitor)
+    if best is not None:  # keep best.keras the best over the whole run, not since resuming
+        next(c for c in cbs if isinstance(c, keras.callbacks.ModelCheckpoint)).best = best
+    return model.fit(
+        datasets["train"], validation_data=datasets.get("val"), initial_epoch=phase.start,
+        epochs=phase.end, callbacks=cbs + extra_callbacks, class_weight=_class_weights(cfg, data),
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        verbose=verbose,
+    ).history
 
 
 def _class_weights(cfg: Config, data: PreparedData) -> dict[int, float] | None:
