@@ -67,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(fit)
     fit.set_defaults(func=cmd_fit)
 
-    models = sub.add_parser("models", help="list the backbones in the registry")
+    models = sub.add_parser(
+        "models", help="list the backbones in the registry",
+        description="List the registry's backbones. Parameter counts need TensorFlow and are "
+        "computed once (about a minute for the whole zoo), then read from kclassify's cache.",
+    )
+    models.add_argument("--no-params", action="store_true", help="skip parameter counts (instant)")
     models.set_defaults(func=cmd_models)
     return parser
 
@@ -107,11 +112,35 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parameter_counts(names: list[str]) -> dict[str, int]:
+    """Backbone parameter counts, cached per Keras version in kclassify's cache folder."""
+    import json
+    from importlib import metadata
+
+    from .data import cache_dir
+
+    path = cache_dir() / f"backbone_parameters-keras{metadata.version('keras')}.json"
+    counts = json.loads(path.read_text()) if path.is_file() else {}
+    missing = [n for n in names if n not in counts]
+    if missing:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from .models.build import count_parameters
+
+        for i, name in enumerate(missing, 1):
+            log.info("counting parameters %d/%d: %s", i, len(missing), name)
+            counts[name] = count_parameters(name)
+        path.write_text(json.dumps(counts, indent=1))
+    return counts
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import REGISTRY
 
-    rows = [("name", "default size", "min size", "imagenet weights", "preprocessing")]
-    rows += [(s.name, str(s.default_size), str(s.min_size), "yes" if s.imagenet else "no", s.preprocessing)
+    params = {} if args.no_params else _parameter_counts(list(REGISTRY))
+    rows = [("name", "default size", "min size", "parameters", "imagenet weights", "preprocessing")]
+    rows += [(s.name, str(s.default_size), str(s.min_size),
+              f"{params[s.name] / 1e6:.1f}M" if s.name in params else "-",
+              "yes" if s.imagenet else "no", s.preprocessing)
              for s in REGISTRY.values()]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:

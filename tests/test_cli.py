@@ -68,10 +68,17 @@ def test_config_errors_are_one_line_exit_2(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_models_lists_the_registry(capsys):
-    assert main(["models"]) == 0
+def test_models_lists_the_registry(capsys, monkeypatch):
+    assert main(["models", "--no-params"]) == 0
     out = capsys.readouterr().out
     assert "small_cnn" in out and "mobilenet_v3_small" in out and "imagenet weights" in out
+    import kclassify.models.build as build
+
+    monkeypatch.setattr(build, "count_parameters", lambda name: {"small_cnn": 392_433}.get(name, 1_000_000))
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "parameters" in lines[0] and len(lines) == 1 + 42
+    assert next(line for line in lines if line.startswith("small_cnn ")).split()[3] == "0.4M"
 
 
 def test_kill_9_then_same_command_resumes(image_folder, tmp_path):

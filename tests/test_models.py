@@ -15,6 +15,9 @@ def test_every_backbone_builds_and_predicts(name):
     x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
     probs = model.predict(x, verbose=0)
     assert probs.shape == (2, 3)
+    from kclassify.models.build import backbone_of, count_parameters
+
+    assert count_parameters(name) == backbone_of(model).count_params()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 

@@ -222,6 +222,18 @@ def _preprocess(mode: str, x):
     return x  # builtin: the backbone rescales its own input
 
 
+def count_parameters(backbone: str) -> int:
+    """Parameters of a backbone without head (independent of the input size), built at its minimum size."""
+    import keras
+
+    spec = get(backbone)
+    model = spec.resolve()(input_shape=(spec.min_size, spec.min_size, 3), include_top=False,
+                           weights=None, **spec.kwargs)
+    count = int(model.count_params())
+    keras.backend.clear_session()
+    return count
+
+
 def adapt_preprocessing(model, images) -> bool:
     """Adapt the model's Normalization layer on a dataset of images; False if it has none."""
     try:
