@@ -111,7 +111,8 @@ class TrainConfig:
         None, "epochs of the head-only phase with pretrained weights (default: a quarter)", low=0
     )
     unfreeze: str = _opt(
-        "all", "what fine-tuning unfreezes: all, a layer count, a fraction (0.3) or a layer name"
+        "all", "what fine-tuning unfreezes: all, top (the backbone's last block), a layer count, "
+        "a fraction (0.3) or a layer name"
     )
     finetune_lr_factor: float = _opt(0.1, "fine-tuning learning rate = lr x this", low=0.0, high=10.0)
     mixed_precision: bool = _opt(False, "float16 compute on GPU (bfloat16 on CPU), float32 output")

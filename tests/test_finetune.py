@@ -62,6 +62,8 @@ def test_unfreeze_by_count_fraction_name_all():
     assert _first_unfrozen(layers, "4") == n - 4
     assert _first_unfrozen(layers, "0.5") == n - round(0.5 * n)
     assert layers[_first_unfrozen(layers, "block3")].name == "block3_conv"
+    assert _first_unfrozen(layers, "top", "block3") == _first_unfrozen(layers, "block3")
+    assert _first_unfrozen(layers, "top", None) == _first_unfrozen(layers, "0.25")
     with pytest.raises(ConfigError, match="names no layer"):
         _first_unfrozen(layers, "block9")
     trained = unfreeze_top(model, "block3")

@@ -80,47 +80,51 @@ def names() -> list[str]:
 
 register(BackboneSpec(
     "small_cnn", "kclassify.models.small_cnn:SmallCNN", default_size=64, min_size=16,
-    preprocessing="normalization", imagenet=False, options=("activation",),
+    preprocessing="normalization", imagenet=False, options=("activation",), unfreeze_from="block3",
 ))
 register(BackboneSpec(
     "alexnet", "kclassify.models.alexnet:AlexNet", default_size=224, min_size=16,
     preprocessing="normalization", imagenet=False, options=("activation", "batch_norm"),
+    unfreeze_from="conv3",
 ))
 
 
-def _application(name: str, attr: str, size: int, preprocessing: str, min_size: int = 32, **kwargs):
+def _application(name: str, attr: str, size: int, preprocessing: str, min_size: int, kwargs: dict,
+                 block: str | None):
     """Register a ``keras.applications`` backbone."""
     register(BackboneSpec(name, f"keras.applications:{attr}", default_size=size, min_size=min_size,
-                          preprocessing=preprocessing, imagenet=True, kwargs=kwargs))
+                          preprocessing=preprocessing, imagenet=True, kwargs=kwargs, unfreeze_from=block))
 
 
 _BUILTIN = {"include_preprocessing": True}
-for _name, _attr, _size, _prep, _min, _kw in [
-    ("vgg16", "VGG16", 224, "caffe", 32, {}),
-    ("vgg19", "VGG19", 224, "caffe", 32, {}),
-    ("resnet50", "ResNet50", 224, "caffe", 32, {}),
-    ("resnet101", "ResNet101", 224, "caffe", 32, {}),
-    ("resnet152", "ResNet152", 224, "caffe", 32, {}),
-    ("resnet50_v2", "ResNet50V2", 224, "tf", 32, {}),
-    ("resnet101_v2", "ResNet101V2", 224, "tf", 32, {}),
-    ("resnet152_v2", "ResNet152V2", 224, "tf", 32, {}),
-    ("inception_v3", "InceptionV3", 299, "tf", 75, {}),
-    ("inception_resnet_v2", "InceptionResNetV2", 299, "tf", 75, {}),
-    ("xception", "Xception", 299, "tf", 71, {}),
-    ("mobilenet", "MobileNet", 224, "tf", 32, {}),
-    ("mobilenet_v2", "MobileNetV2", 224, "tf", 32, {}),
-    ("mobilenet_v3_small", "MobileNetV3Small", 224, "builtin", 32, _BUILTIN),
-    ("mobilenet_v3_large", "MobileNetV3Large", 224, "builtin", 32, _BUILTIN),
-    ("densenet121", "DenseNet121", 224, "torch", 32, {}),
-    ("densenet169", "DenseNet169", 224, "torch", 32, {}),
-    ("densenet201", "DenseNet201", 224, "torch", 32, {}),
-    ("nasnet_mobile", "NASNetMobile", 224, "tf", 32, {}),
-    ("nasnet_large", "NASNetLarge", 331, "tf", 32, {}),
-    *[(f"efficientnet_b{i}", f"EfficientNetB{i}", size, "builtin", 32, {})
+# name, keras.applications attribute, default size, preprocessing, minimum size, kwargs,
+# block fine-tuning unfreezes from with --unfreeze top (None: the top quarter of layers)
+for _name, _attr, _size, _prep, _min, _kw, _block in [
+    ("vgg16", "VGG16", 224, "caffe", 32, {}, "block5"),
+    ("vgg19", "VGG19", 224, "caffe", 32, {}, "block5"),
+    ("resnet50", "ResNet50", 224, "caffe", 32, {}, "conv5_block1"),
+    ("resnet101", "ResNet101", 224, "caffe", 32, {}, "conv5_block1"),
+    ("resnet152", "ResNet152", 224, "caffe", 32, {}, "conv5_block1"),
+    ("resnet50_v2", "ResNet50V2", 224, "tf", 32, {}, "conv5_block1"),
+    ("resnet101_v2", "ResNet101V2", 224, "tf", 32, {}, "conv5_block1"),
+    ("resnet152_v2", "ResNet152V2", 224, "tf", 32, {}, "conv5_block1"),
+    ("inception_v3", "InceptionV3", 299, "tf", 75, {}, "mixed9"),
+    ("inception_resnet_v2", "InceptionResNetV2", 299, "tf", 75, {}, "block8_1"),
+    ("xception", "Xception", 299, "tf", 71, {}, "block13"),
+    ("mobilenet", "MobileNet", 224, "tf", 32, {}, "conv_dw_12"),
+    ("mobilenet_v2", "MobileNetV2", 224, "tf", 32, {}, "block_13"),
+    ("mobilenet_v3_small", "MobileNetV3Small", 224, "builtin", 32, _BUILTIN, "expanded_conv_9"),
+    ("mobilenet_v3_large", "MobileNetV3Large", 224, "builtin", 32, _BUILTIN, "expanded_conv_12"),
+    ("densenet121", "DenseNet121", 224, "torch", 32, {}, "conv5_block1"),
+    ("densenet169", "DenseNet169", 224, "torch", 32, {}, "conv5_block1"),
+    ("densenet201", "DenseNet201", 224, "torch", 32, {}, "conv5_block1"),
+    ("nasnet_mobile", "NASNetMobile", 224, "tf", 32, {}, None),
+    ("nasnet_large", "NASNetLarge", 331, "tf", 32, {}, None),
+    *[(f"efficientnet_b{i}", f"EfficientNetB{i}", size, "builtin", 32, {}, "block6a")
       for i, size in enumerate((224, 240, 260, 300, 380, 456, 528, 600))],
-    *[(f"efficientnet_v2_{v.lower()}", f"EfficientNetV2{v}", size, "builtin", 32, _BUILTIN)
+    *[(f"efficientnet_v2_{v.lower()}", f"EfficientNetV2{v}", size, "builtin", 32, _BUILTIN, "block6a")
       for v, size in (("B0", 224), ("B1", 240), ("B2", 260), ("B3", 300), ("S", 384), ("M", 480), ("L", 480))],
-    *[(f"convnext_{v.lower()}", f"ConvNeXt{v}", 224, "builtin", 32, _BUILTIN)
+    *[(f"convnext_{v.lower()}", f"ConvNeXt{v}", 224, "builtin", 32, _BUILTIN, f"convnext_{v.lower()}_stage_3")
       for v in ("Tiny", "Small", "Base", "Large", "XLarge")],
 ]:
-    _application(_name, _attr, _size, _prep, _min, **_kw)
+    _application(_name, _attr, _size, _prep, _min, _kw, _block)

@@ -14,6 +14,7 @@ import keras
 
 from ..config import Config
 from ..errors import ConfigError
+from ..models import get as get_backbone
 from ..models.build import backbone_of
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,18 @@ def plan_phases(cfg: Config) -> list[Phase]:
     return phases
 
 
-def _first_unfrozen(layers: list, unfreeze: str) -> int:
-    """Index of the first backbone layer to train, from a count, a fraction, a name or 'all'."""
+def _first_unfrozen(layers: list, unfreeze: str, top_block: str | None = None) -> int:
+    """Index of the first backbone layer to train.
+
+    Args:
+        unfreeze: 'all', 'top' (the registry's block for this backbone, else the top
+            quarter), a layer count ('20'), a fraction ('0.3') or a layer/block name.
+    """
     n = len(layers)
     if unfreeze == "all":
         return 0
+    if unfreeze == "top":
+        unfreeze = top_block or "0.25"
     if unfreeze.isdigit():
         return max(0, n - int(unfreeze))
     try:
@@ -69,11 +77,11 @@ def freeze_backbone(model) -> None:
     backbone_of(model).trainable = False
 
 
-def unfreeze_top(model, unfreeze: str) -> int:
+def unfreeze_top(model, unfreeze: str, top_block: str | None = None) -> int:
     """Make the top of the backbone trainable, BatchNorm excepted; return how many layers train."""
     base = backbone_of(model)
     base.trainable = True
-    start = _first_unfrozen(base.layers, unfreeze)
+    start = _first_unfrozen(base.layers, unfreeze, top_block)
     count = 0
     for i, layer in enumerate(base.layers):
         # BatchNorm keeps its ImageNet statistics and scale: the backbone runs with
@@ -90,4 +98,4 @@ def prepare_phase(model, phase: Phase, cfg: Config) -> None:
     if phase.name == "head":
         freeze_backbone(model)
     elif phase.name == "finetune":
-        unfreeze_top(model, cfg.train.unfreeze)
+        unfreeze_top(model, cfg.train.unfreeze, get_backbone(cfg.model.backbone).unfreeze_from)
