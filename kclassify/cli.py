@@ -67,6 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(fit)
     fit.set_defaults(func=cmd_fit)
 
+    tune = sub.add_parser(
+        "tune", help="search hyperparameters with KerasTuner",
+        description="Search fit's settings over a search-space YAML (search_spaces/*.yaml) with "
+        "KerasTuner. Settings not searched come from flags/--config as for fit. Run the same command "
+        "again to resume.",
+        epilog=EPILOG,
+    )
+    tune.add_argument("--space", default="default", help="search-space YAML or a shipped name (default, mobile, transfer)")
+    tune.add_argument("--algorithm", default="random", choices=("random", "bayesian", "hyperband"))
+    tune.add_argument("--max-trials", type=int, default=10, help="number of trials (default: 10)")
+    tune.add_argument("--objective", default="val_accuracy",
+                      choices=("val_accuracy", "val_loss", "val_auc", "accuracy", "loss"))
+    tune.add_argument("--executions-per-trial", type=int, default=1, help="fits per trial, averaged")
+    tune.add_argument("--output", "-o", help="tuning folder (default: saved_models/tune-<data>-<time>)")
+    tune.add_argument("--config", help="YAML of the settings that are not searched")
+    tune.add_argument("--then-fit", action="store_true",
+                      help="retrain the best settings with the full epoch budget into <output>/best_run")
+    tune.add_argument("--verbose-trials", action="store_true", help="Keras progress bar inside each trial")
+    _add_setting_flags(tune)
+    tune.set_defaults(func=cmd_tune)
+
     models = sub.add_parser(
         "models", help="list the backbones in the registry",
         description="List the registry's backbones. Parameter counts need TensorFlow and are "
@@ -83,25 +104,7 @@ def _settings_from_flags(args: argparse.Namespace) -> dict:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    layers = []
-    for path in (args.config, args.hparams):
-        if path:
-            layers.append(load_yaml(path))
-    flags = _settings_from_flags(args)
-    data_spec = next((l["data"] for l in reversed([*layers, flags]) if "data" in l), None)
-    from .data.builtin import recommended_settings
-
-    recommended = recommended_settings(data_spec or Config().data.data)
-    cfg = build_config(recommended, *layers, flags)
-    if not any("data" in layer for layer in (*layers, flags)):
-        log.info("no --data given: training on the built-in dataset %s", cfg.data.data)
-    from .data import resolve_source
-    from .models import get
-
-    # Bad settings and bad data paths fail here, in a fraction of a second, before TensorFlow loads.
-    get(cfg.model.backbone)
-    if not cfg.data.data.startswith("tfds:"):
-        resolve_source(cfg.data.data)
+    cfg = _resolve(args, args.hparams)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .training.fit import fit
 
@@ -109,6 +112,48 @@ def cmd_fit(args: argparse.Namespace) -> int:
     test = result.metrics.get("test")
     summary = f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}" if test else "no test split"
     print(f"{result.run_dir}: {summary}")
+    return 0
+
+
+def _resolve(args: argparse.Namespace, hparams: str | None = None):
+    """Settings from --config, --hparams and flags over the data's recommendations; checked early."""
+    layers = [load_yaml(p) for p in (getattr(args, "config", None), hparams) if p]
+    flags = _settings_from_flags(args)
+    data_spec = next((l["data"] for l in reversed([*layers, flags]) if "data" in l), None)
+    from .data.builtin import recommended_settings
+
+    cfg = build_config(recommended_settings(data_spec or Config().data.data), *layers, flags)
+    if not any("data" in layer for layer in (*layers, flags)):
+        log.info("no --data given: using the built-in dataset %s", cfg.data.data)
+    from .data import resolve_source
+    from .models import get
+
+    # Bad settings and bad data paths fail here, in a fraction of a second, before TensorFlow loads.
+    get(cfg.model.backbone)
+    if not cfg.data.data.startswith("tfds:"):
+        resolve_source(cfg.data.data)
+    return cfg
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tuning.space import load_space
+
+    space = load_space(args.space)
+    cfg = _resolve(args)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .tuning.tune import tune
+
+    result = tune(cfg, space, algorithm=args.algorithm, max_trials=args.max_trials, output=args.output,
+                  objective=args.objective, executions_per_trial=args.executions_per_trial,
+                  verbose=1 if args.verbose_trials else 0)
+    print(f"{result.folder}: best {args.objective} {result.best_score:.4f} with {result.best_hparams}")
+    if args.then_fit:
+        from .training.fit import fit
+
+        run = fit(cfg.replace(**result.best_hparams), output=result.folder / "best_run",
+                  verbose=1 if args.verbose_trials else 2)
+        test = run.metrics.get("test")
+        print(f"{run.run_dir}: test accuracy {test['accuracy']:.4f}" if test else f"{run.run_dir}: no test split")
     return 0
 
 

@@ -1,0 +1,155 @@
+"""``tune``: a KerasTuner search over ``fit``'s settings, resumable, with readable outputs.
+
+The tuning folder holds KerasTuner's own state (``tuner/``, so running the same command
+again resumes), ``split.csv`` (the split every trial used), ``trials.csv``,
+``best_hparams.yaml`` (loadable by ``kclassify fit --hparams``) and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras_tuner
+import yaml
+
+from ..config import Config
+from ..data import prepare_data, write_split
+from ..errors import ConfigError
+from ..runs import DEFAULT_ROOT, default_run_name
+from .hypermodel import ClassifierHyperModel
+from .space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = {
+    "random": keras_tuner.RandomSearch,
+    "bayesian": keras_tuner.BayesianOptimization,
+    "hyperband": keras_tuner.Hyperband,
+}
+
+
+@dataclass
+class TuneResult:
+    folder: Path
+    best_hparams: dict
+    best_score: float | None
+    trials: list[dict]
+
+
+class _Progress:
+    """Mixed into a KerasTuner tuner: one log line per trial with score, best so far and ETA."""
+
+    def on_trial_begin(self, trial):
+        self._trial_started = time.perf_counter()
+        super().on_trial_begin(trial)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        seconds = time.perf_counter() - getattr(self, "_trial_started", time.perf_counter())
+        self.trial_seconds[trial.trial_id] = seconds
+        self.seconds_file.write_text(json.dumps(self.trial_seconds))  # kept across resumes
+        done = len([t for t in self.oracle.trials.values() if t.status in ("COMPLETED", "FAILED", "INVALID")])
+        total = self.kclassify_max_trials
+        best = self.oracle.get_best_trials(1)
+        elapsed = time.perf_counter() - self.kclassify_started
+        eta = elapsed / max(done, 1) * max(total - done, 0) if total else 0
+        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+        log.info("trial %d/%s %s: %s score %s | best %s | %.0fs, elapsed %.0fs, ETA %.0fs",
+                 done, total or "?", trial.status.lower(), values,
+                 f"{trial.score:.4f}" if trial.score is not None else "-",
+                 f"{best[0].score:.4f}" if best and best[0].score is not None else "-", seconds, elapsed, eta)
+
+
+def _tuner(algorithm: str, hypermodel, objective, folder: Path, max_trials: int, seed: int,
+           executions: int, max_epochs: int):
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"Unknown algorithm {algorithm!r}. Valid: {', '.join(ALGORITHMS)}.")
+    base = ALGORITHMS[algorithm]
+    cls = type(f"KClassify{base.__name__}", (_Progress, base), {})
+    common = dict(hypermodel=hypermodel, objective=objective, directory=str(folder), project_name="tuner",
+                  overwrite=False, seed=seed, max_retries_per_trial=0, max_consecutive_failed_trials=3)
+    if algorithm == "hyperband":
+        tuner = cls(max_epochs=max_epochs, factor=3, **common)
+        tuner.oracle.max_trials = max_trials
+    else:
+        tuner = cls(max_trials=max_trials, executions_per_trial=executions, **common)
+    tuner.seconds_file = folder / "trial_seconds.json"
+    tuner.trial_seconds = json.loads(tuner.seconds_file.read_text()) if tuner.seconds_file.is_file() else {}
+    tuner.kclassify_max_trials = max_trials
+    return tuner
+
+
+def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_trials: int = 10,
+         output: str | Path | None = None, objective: str = "val_accuracy", executions_per_trial: int = 1,
+         verbose: int = 0) -> TuneResult:
+    """Search ``space`` and write a tuning folder.
+
+    Example:
+        >>> from kclassify.tuning import load_space
+        >>> result = tune(Config(), load_space("default"), algorithm="random", max_trials=3)
+        >>> sorted(result.best_hparams) [:2]
+        ['batch_size', 'dropout']
+    """
+    folder = Path(output) if output else DEFAULT_ROOT / ("tune-" + default_run_name(base.data.data))
+    folder.mkdir(parents=True, exist_ok=True)
+    d = base.data
+    split_file = folder / "split.csv"
+    data = prepare_data(d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=base.train.seed,
+                        split_file=split_file if split_file.is_file() else d.split_file, min_images=d.min_images)
+    write_split(split_file, data.items())
+    hypermodel = ClassifierHyperModel(base, space, data, folder / "cache")
+    direction = "min" if objective.endswith("loss") else "max"
+    tuner = _tuner(algorithm, hypermodel, keras_tuner.Objective(objective, direction), folder, max_trials,
+                   base.train.seed, executions_per_trial, base.train.epochs)
+    hypermodel.declare(tuner.oracle.hyperparameters)
+    tuner.kclassify_started = time.perf_counter()
+    tuner.search(verbose=verbose)
+    return _write_outputs(folder, tuner, space, objective)
+
+
+def _trial_rows(tuner, space: SearchSpace) -> list[dict]:
+    rows = []
+    for trial in sorted(tuner.oracle.trials.values(), key=lambda t: int(t.trial_id)):
+        hp = trial.hyperparameters
+        values = {n: hp.get(n) if hp.is_active(n) else "" for n in space.names if n in hp.values}
+        epochs = hp.values.get("tuner/epochs") or tuner.hypermodel.base.train.epochs
+        error = (trial.message or "").strip().splitlines()[-1:] if trial.status == "FAILED" else []
+        rows.append({"trial": trial.trial_id, "status": trial.status, "score": trial.score, **values,
+                     "epochs": epochs, "seconds": round(tuner.trial_seconds.get(trial.trial_id, 0.0), 1),
+                     "error": error[0] if error else ""})
+    return rows
+
+
+def _write_outputs(folder: Path, tuner, space: SearchSpace, objective: str) -> TuneResult:
+    rows = _trial_rows(tuner, space)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(folder / "trials.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    best = tuner.oracle.get_best_trials(1)
+    if not best:
+        raise ConfigError(f"No trial of {folder} finished; see trials.csv for the errors.")
+    hp = best[0].hyperparameters
+    values = {n: hp.get(n) for n in space.names if n in hp.values and hp.is_active(n)}
+    (folder / "best_hparams.yaml").write_text(yaml.safe_dump(
+        {"objective": objective, "score": float(best[0].score), "trial": best[0].trial_id, "hparams": values},
+        sort_keys=False))
+    _write_summary(folder, rows, keys, objective)
+    return TuneResult(folder, values, float(best[0].score), rows)
+
+
+def _write_summary(folder: Path, rows: list[dict], keys: list[str], objective: str) -> None:
+    ranked = sorted((r for r in rows if r["score"] is not None), key=lambda r: r["score"],
+                    reverse=not objective.endswith("loss"))
+    lines = [f"# Tuning summary: {objective}", "", "| rank | " + " | ".join(keys) + " |",
+             "|" + "---|" * (len(keys) + 1)]
+    for i, r in enumerate(ranked + [r for r in rows if r["score"] is None], 1):
+        cells = [f"{r.get(k):.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys]
+        lines.append(f"| {i} | " + " | ".join(cells) + " |")
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")
