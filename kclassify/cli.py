@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--config", help="YAML of the settings that are not searched")
     tune.add_argument("--then-fit", action="store_true",
                       help="retrain the best settings with the full epoch budget into <output>/best_run")
+    tune.add_argument("--distributed", choices=("chief", "worker"),
+                      help="KerasTuner's distributed mode: one chief serves trials, workers run them")
+    tune.add_argument("--oracle", help="HOST:PORT of the chief (or KERASTUNER_ORACLE_IP/PORT)")
+    tune.add_argument("--worker-id", help="unique name of this worker (default: host and process id)")
     tune.add_argument("--verbose-trials", action="store_true", help="Keras progress bar inside each trial")
     _add_setting_flags(tune)
     tune.set_defaults(func=cmd_tune)
@@ -141,11 +145,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     cfg = _resolve(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .tuning.tune import tune
+    from .tuning.tune import configure_distributed, tune
 
+    role = configure_distributed(args.distributed, args.oracle, args.worker_id)
     result = tune(cfg, space, algorithm=args.algorithm, max_trials=args.max_trials, output=args.output,
                   objective=args.objective, executions_per_trial=args.executions_per_trial,
-                  verbose=1 if args.verbose_trials else 0)
+                  verbose=1 if args.verbose_trials else 0, distributed=role)
+    if result is None:
+        print("worker finished: the chief writes the results")
+        return 0
     print(f"{result.folder}: best {args.objective} {result.best_score:.4f} with {result.best_hparams}")
     if args.then_fit:
         from .training.fit import fit

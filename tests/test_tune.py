@@ -65,3 +65,34 @@ def test_cli_tune_then_fit(small_data, tmp_path, capsys):
     fitted = load_yaml(out / "best_run" / "config.yaml")
     assert all(fitted[k] == v for k, v in best.items())
     assert "best val_accuracy" in capsys.readouterr().out
+
+
+def test_distributed_chief_and_two_workers_exit_cleanly(small_data, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "dist"
+    common = ["tune", "--data", str(small_data), "--max-trials", "3", "--epochs", "1", "--image-size", "16",
+              "--batch-size", "8", "--output", str(out), "--oracle", f"127.0.0.1:{port}"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = [subprocess.Popen([sys.executable, "-m", "kclassify", *common, "--distributed", "chief"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    procs += [subprocess.Popen([sys.executable, "-m", "kclassify", *common, "--distributed", "worker",
+                                "--worker-id", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for i in range(2)]
+    try:
+        outputs = [p.communicate(timeout=300) for p in procs]  # the chief must exit too (keras-tuner #254)
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (stdout, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    rows = _rows(out)
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"COMPLETED"}
+    assert all(float(r["seconds"]) > 0 for r in rows)
+    assert (out / "best_hparams.yaml").is_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,15 +54,19 @@ class _Progress:
         seconds = time.perf_counter() - getattr(self, "_trial_started", time.perf_counter())
         self.trial_seconds[trial.trial_id] = seconds
         self.seconds_file.write_text(json.dumps(self.trial_seconds))  # kept across resumes
-        done = len([t for t in self.oracle.trials.values() if t.status in ("COMPLETED", "FAILED", "INVALID")])
-        total = self.kclassify_max_trials
+        self.kclassify_done += 1
+        done = self.kclassify_done
+        total = None if getattr(self, "kclassify_worker", False) else self.kclassify_max_trials
         best = self.oracle.get_best_trials(1)
+        score = trial.score
+        if score is None and self.kclassify_worker:  # the chief scored it
+            score = self.oracle.get_trial(trial.trial_id).score
         elapsed = time.perf_counter() - self.kclassify_started
         eta = elapsed / max(done, 1) * max(total - done, 0) if total else 0
         values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
         log.info("trial %d/%s %s: %s score %s | best %s | %.0fs, elapsed %.0fs, ETA %.0fs",
                  done, total or "?", trial.status.lower(), values,
-                 f"{trial.score:.4f}" if trial.score is not None else "-",
+                 f"{score:.4f}" if score is not None else "-",
                  f"{best[0].score:.4f}" if best and best[0].score is not None else "-", seconds, elapsed, eta)
 
 
@@ -78,16 +83,53 @@ def _tuner(algorithm: str, hypermodel, objective, folder: Path, max_trials: int,
         tuner.oracle.max_trials = max_trials
     else:
         tuner = cls(max_trials=max_trials, executions_per_trial=executions, **common)
-    tuner.seconds_file = folder / "trial_seconds.json"
+    worker = os.environ.get("KERASTUNER_TUNER_ID", "")  # one file per distributed worker
+    tuner.seconds_file = folder / f"trial_seconds{'-' + worker if worker.startswith('tuner') else ''}.json"
     tuner.trial_seconds = json.loads(tuner.seconds_file.read_text()) if tuner.seconds_file.is_file() else {}
     tuner.kclassify_max_trials = max_trials
+    tuner.kclassify_worker = worker.startswith("tuner")  # a distributed worker sees its own trials only
+    try:
+        tuner.kclassify_done = len([t for t in tuner.oracle.trials.values() if t.status != "RUNNING"])
+    except AttributeError:  # a distributed worker's OracleClient has no trial list
+        tuner.kclassify_done = 0
     return tuner
+
+
+def configure_distributed(role: str | None, oracle: str | None, worker_id: str | None = None) -> str | None:
+    """Set KerasTuner's chief/worker environment; return the role (None: not distributed).
+
+    KerasTuner's own distributed mode: the chief serves the oracle over gRPC at
+    ``oracle`` (HOST:PORT) and runs no trial; each worker asks it for trials. Values
+    already in the KERASTUNER_* environment variables are used when flags are absent.
+    """
+    import socket
+
+    role = role or ({"chief": "chief"}.get(os.environ.get("KERASTUNER_TUNER_ID", ""), None)
+                    or ("worker" if os.environ.get("KERASTUNER_TUNER_ID") else None))
+    if role is None:
+        return None
+    if oracle:
+        host, _, port = oracle.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--oracle expects HOST:PORT (e.g. 10.0.0.1:8000); received {oracle!r}.")
+        os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"] = host, port
+    if not (os.environ.get("KERASTUNER_ORACLE_IP") and os.environ.get("KERASTUNER_ORACLE_PORT")):
+        raise ConfigError("Distributed tuning needs the chief's address: pass --oracle HOST:PORT "
+                          "(or set KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT).")
+    if role == "chief":
+        os.environ["KERASTUNER_TUNER_ID"] = "chief"
+    elif not os.environ.get("KERASTUNER_TUNER_ID") or os.environ["KERASTUNER_TUNER_ID"] == "chief":
+        os.environ["KERASTUNER_TUNER_ID"] = f"tuner-{worker_id or f'{socket.gethostname()}-{os.getpid()}'}"
+    return role
 
 
 def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_trials: int = 10,
          output: str | Path | None = None, objective: str = "val_accuracy", executions_per_trial: int = 1,
-         verbose: int = 0) -> TuneResult:
+         verbose: int = 0, distributed: str | None = None) -> TuneResult | None:
     """Search ``space`` and write a tuning folder.
+
+    With ``distributed='worker'`` (see :func:`configure_distributed`) this process only
+    runs trials for the chief and returns None; the chief writes the outputs.
 
     Example:
         >>> from kclassify.tuning import load_space
@@ -101,14 +143,21 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     split_file = folder / "split.csv"
     data = prepare_data(d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=base.train.seed,
                         split_file=split_file if split_file.is_file() else d.split_file, min_images=d.min_images)
-    write_split(split_file, data.items())
+    if distributed != "worker":
+        write_split(split_file, data.items())
     hypermodel = ClassifierHyperModel(base, space, data, folder / "cache")
     direction = "min" if objective.endswith("loss") else "max"
     tuner = _tuner(algorithm, hypermodel, keras_tuner.Objective(objective, direction), folder, max_trials,
                    base.train.seed, executions_per_trial, base.train.epochs)
-    hypermodel.declare(tuner.oracle.hyperparameters)
+    if distributed != "worker":  # the oracle (the chief's, when distributed) knows the space up front
+        hypermodel.declare(tuner.oracle.hyperparameters)
     tuner.kclassify_started = time.perf_counter()
     tuner.search(verbose=verbose)
+    if distributed == "worker":
+        return None
+    if distributed == "chief":  # the workers timed the trials
+        for path in folder.glob("trial_seconds*.json"):
+            tuner.trial_seconds.update(json.loads(path.read_text()))
     return _write_outputs(folder, tuner, space, objective)
 
 
