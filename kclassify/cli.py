@@ -44,6 +44,17 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
                                    choices=choices, help=help_)
 
 
+def _duration(text: str) -> float:
+    """'90s', '30m', '2h' or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text[-1:].lower() in units:
+            return float(text[:-1]) * units[text[-1].lower()]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 30m or 2h; received {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kclassify",
@@ -79,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--max-trials", type=int, default=10, help="number of trials (default: 10)")
     tune.add_argument("--objective", default="val_accuracy",
                       choices=("val_accuracy", "val_loss", "val_auc", "accuracy", "loss"))
+    tune.add_argument("--time-budget", type=_duration, help="start no new trial after this long: 90s, 30m, 2h")
     tune.add_argument("--executions-per-trial", type=int, default=1, help="fits per trial, averaged")
     tune.add_argument("--output", "-o", help="tuning folder (default: saved_models/tune-<data>-<time>)")
     tune.add_argument("--config", help="YAML of the settings that are not searched")
@@ -150,7 +162,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     role = configure_distributed(args.distributed, args.oracle, args.worker_id)
     result = tune(cfg, space, algorithm=args.algorithm, max_trials=args.max_trials, output=args.output,
                   objective=args.objective, executions_per_trial=args.executions_per_trial,
-                  verbose=1 if args.verbose_trials else 0, distributed=role)
+                  verbose=1 if args.verbose_trials else 0, distributed=role, time_budget=args.time_budget)
     if result is None:
         print("worker finished: the chief writes the results")
         return 0

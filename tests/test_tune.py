@@ -96,3 +96,21 @@ def test_distributed_chief_and_two_workers_exit_cleanly(small_data, tmp_path):
     assert len(rows) == 3 and {r["status"] for r in rows} == {"COMPLETED"}
     assert all(float(r["seconds"]) > 0 for r in rows)
     assert (out / "best_hparams.yaml").is_file()
+
+
+def test_time_budget_stops_the_search_and_trials_reach_tensorboard_hparams(small_data, tmp_path):
+    from kclassify.tuning.tune import tune
+
+    out = tmp_path / "budget"
+    result = tune(_base(small_data, epochs=1), load_space("default"), max_trials=10, output=out, time_budget=0.001)
+    assert len(_rows(out)) == 1 and result.best_score is not None
+    events = list((out / "logs").rglob("events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for e in events:
+        acc = EventAccumulator(str(e))
+        acc.Reload()
+        tags |= set(acc.summary_metadata)
+    assert any("hparams" in t for t in tags), tags

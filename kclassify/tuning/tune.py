@@ -63,6 +63,10 @@ class _Progress:
             score = self.oracle.get_trial(trial.trial_id).score
         elapsed = time.perf_counter() - self.kclassify_started
         eta = elapsed / max(done, 1) * max(total - done, 0) if total else 0
+        budget = getattr(self, "kclassify_budget", None)
+        if budget and elapsed > budget and not self.kclassify_worker:
+            log.info("time budget of %.0fs spent after %d trial(s): stopping the search", budget, done)
+            self.oracle.max_trials = len(self.oracle.trials)  # the oracle then answers STOPPED
         values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
         log.info("trial %d/%s %s: %s score %s | best %s | %.0fs, elapsed %.0fs, ETA %.0fs",
                  done, total or "?", trial.status.lower(), values,
@@ -125,11 +129,14 @@ def configure_distributed(role: str | None, oracle: str | None, worker_id: str |
 
 def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_trials: int = 10,
          output: str | Path | None = None, objective: str = "val_accuracy", executions_per_trial: int = 1,
-         verbose: int = 0, distributed: str | None = None) -> TuneResult | None:
+         verbose: int = 0, distributed: str | None = None, time_budget: float | None = None) -> TuneResult | None:
     """Search ``space`` and write a tuning folder.
 
     With ``distributed='worker'`` (see :func:`configure_distributed`) this process only
     runs trials for the chief and returns None; the chief writes the outputs.
+    ``time_budget`` (seconds) starts no new trial once spent. Each trial logs to
+    ``logs/`` with KerasTuner's TensorBoard HParams integration, so trials can be
+    compared in TensorBoard's HParams tab.
 
     Example:
         >>> from kclassify.tuning import load_space
@@ -152,7 +159,12 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     if distributed != "worker":  # the oracle (the chief's, when distributed) knows the space up front
         hypermodel.declare(tuner.oracle.hyperparameters)
     tuner.kclassify_started = time.perf_counter()
-    tuner.search(verbose=verbose)
+    tuner.kclassify_budget = time_budget
+    import keras
+
+    # KerasTuner gives each trial its own folder under logs/ and writes its hyperparameters
+    # for TensorBoard's HParams plugin when it finds a TensorBoard callback.
+    tuner.search(verbose=verbose, callbacks=[keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False)])
     if distributed == "worker":
         return None
     if distributed == "chief":  # the workers timed the trials
