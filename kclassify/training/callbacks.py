@@ -57,6 +57,21 @@ def truncate_history(path, completed_epochs: int) -> None:
         csv.writer(f).writerows(keep if completed_epochs else [])
 
 
+def control_callbacks(cfg: TrainConfig, monitor: str) -> list:
+    """The callbacks that change training itself: reduce-on-plateau and early stopping."""
+    mode = monitor_mode(monitor)
+    cbs = []
+    if cfg.schedule == "plateau":
+        cbs.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, mode=mode, factor=cfg.decay_rate, patience=cfg.plateau_patience, verbose=1
+        ))
+    if cfg.early_stopping:
+        cbs.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=cfg.early_stopping, verbose=1
+        ))
+    return cbs
+
+
 def standard_callbacks(run: RunFolder, cfg: TrainConfig, monitor: str, num_train: int, backup) -> list:
     """Callbacks in the order they must run.
 
@@ -66,7 +81,9 @@ def standard_callbacks(run: RunFolder, cfg: TrainConfig, monitor: str, num_train
     """
     mode = monitor_mode(monitor)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
-    cbs = [
+    control = control_callbacks(cfg, monitor)
+    plateau = [c for c in control if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
+    cbs = plateau + [
         LearningRate(),
         Throughput(num_train),
         keras.callbacks.ModelCheckpoint(
@@ -76,14 +93,7 @@ def standard_callbacks(run: RunFolder, cfg: TrainConfig, monitor: str, num_train
         keras.callbacks.CSVLogger(str(run.history), append=True),
         keras.callbacks.TensorBoard(str(run.logs), write_graph=False),
     ]
-    if cfg.schedule == "plateau":
-        cbs.insert(0, keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, mode=mode, factor=cfg.decay_rate, patience=cfg.plateau_patience, verbose=1
-        ))
-    if cfg.early_stopping:
-        cbs.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=cfg.early_stopping, verbose=1
-        ))
+    cbs += [c for c in control if c not in plateau]  # early stopping
     # Kept after the phase ends (fit removes the whole backup folder at the very end), so a
     # run killed between two phases resumes at the boundary instead of starting over.
     cbs.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False))

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from .. import config as config_mod
@@ -29,7 +28,7 @@ from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, wr
 from .callbacks import monitor_mode, standard_callbacks, truncate_history
 from . import multiworker
 from .finetune import plan_phases, prepare_phase
-from .losses import build_loss
+from .losses import build_loss, class_weights
 from .optimizers import build_optimizer
 from .strategy import select_strategy
 
@@ -289,14 +288,7 @@ def _keras_fit(model, cfg, data, run, datasets, extra_callbacks, verbose, monito
 
 
 def _class_weights(cfg: Config, data: PreparedData) -> dict[int, float] | None:
-    if cfg.train.class_weight == "none":
-        return None
-    from sklearn.utils.class_weight import compute_class_weight
-
-    _, labels = data.subset("train")
-    present = np.unique(labels)
-    weights = compute_class_weight("balanced", classes=present, y=np.asarray(labels))
-    return {int(c): float(w) for c, w in zip(present, weights)}
+    return class_weights(cfg.train.class_weight, data.subset("train")[1])
 
 
 def _best_model(run: RunFolder, model):

@@ -17,7 +17,8 @@ from ..data.augment import build_augmentation
 from ..data.pipeline import batches, cache_target, decoded
 from ..models import get as get_backbone
 from ..models.build import adapt_preprocessing, build_classifier
-from ..training.losses import build_loss
+from ..training.callbacks import control_callbacks
+from ..training.losses import build_loss, class_weights
 from ..training.optimizers import build_optimizer
 from .space import SearchSpace, to_hyperparameters
 
@@ -81,7 +82,11 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         train = batches(self.images("train", size), n, batch, training=True, seed=seed, augment=augment)
         val_images = self.images("val", size)
         val = batches(val_images, n, batch, training=False) if val_images is not None else None
+        monitor = cfg.train.monitor if val is not None or not cfg.train.monitor.startswith("val_") \
+            else cfg.train.monitor[4:]
         return model.fit(
-            train, validation_data=val, epochs=epochs or cfg.train.epochs, callbacks=callbacks,
+            train, validation_data=val, epochs=epochs or cfg.train.epochs,
+            callbacks=list(callbacks or []) + control_callbacks(cfg.train, monitor),
+            class_weight=class_weights(cfg.train.class_weight, self.data.subset("train")[1]),
             verbose=verbose, shuffle=False, initial_epoch=kwargs.pop("initial_epoch", 0),
         )
