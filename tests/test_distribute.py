@@ -82,3 +82,51 @@ def test_multiworker_two_processes_on_loopback(tmp_path):
         assert (run / name).is_file(), name
     assert list((run / "logs" / "train").glob("events.out.tfevents.*"))
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] >= 0
+
+
+def _workers(data, out, epochs, extra_env=None):
+    import os
+
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "kclassify", "fit", "--data", str(data), "--output", str(out),
+             "--strategy", "multiworker", "--epochs", str(epochs), "--image-size", "16", "--batch-size", "8",
+             "--augment", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    return procs
+
+
+def test_multiworker_resumes_after_both_workers_are_killed(tmp_path):
+    import csv
+    import os
+    import signal
+    import time
+
+    data = write_class_folder(tmp_path / "data", per_class=8)
+    out = tmp_path / "run"
+    procs = _workers(data, out, 12)
+    meta = out / "checkpoints" / "backup" / "train" / "training_metadata.json"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            if meta.is_file() and json.loads(meta.read_text() or "{}").get("epoch", 0) >= 2:
+                break
+            time.sleep(0.05)
+        assert all(p.poll() is None for p in procs), "training ended before it could be killed"
+    finally:
+        for p in procs:
+            os.kill(p.pid, signal.SIGKILL)
+            p.communicate()
+    assert not (out / "metrics.json").exists()
+    procs = _workers(data, out, 12)
+    outputs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert "resuming the unfinished run" in outputs[0][1]
+    with open(out / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(12))
+    assert (out / "metrics.json").is_file()
