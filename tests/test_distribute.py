@@ -84,7 +84,7 @@ def test_multiworker_two_processes_on_loopback(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] >= 0
 
 
-def _workers(data, out, epochs, extra_env=None):
+def _workers(data, out, epochs):
     import os
 
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
