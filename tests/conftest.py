@@ -44,3 +44,15 @@ def _seeds_and_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return write_class_folder(tmp_path / "data")
+
+
+def stop_after(epoch: int):
+    """A Keras callback that interrupts training after ``epoch`` (its resume backup already written)."""
+    import keras
+
+    class StopAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, e, logs=None):
+            if e == epoch:
+                raise KeyboardInterrupt
+
+    return StopAfter()

@@ -58,20 +58,10 @@ def _free_ports(n):
 
 
 def test_multiworker_two_processes_on_loopback(tmp_path):
-    import os
     import re
 
     data = write_class_folder(tmp_path / "data", per_class=8)
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    procs = []
-    for index in range(2):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "kclassify", "fit", "--data", str(data), "--output", str(tmp_path / "run"),
-             "--strategy", "multiworker", "--epochs", "1", "--image-size", "16", "--batch-size", "8",
-             "--augment", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    procs = _workers(data, tmp_path / "run", 1)
     outputs = [p.communicate(timeout=400) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]

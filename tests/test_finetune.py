@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import write_class_folder
+from conftest import stop_after, write_class_folder
 from kclassify.config import build_config
 from kclassify.errors import ConfigError, WeightsError
 from kclassify.models.build import backbone_of, build_classifier
@@ -92,14 +92,6 @@ def test_head_phase_freezes_and_finetune_keeps_batchnorm(image_folder, tmp_path,
     assert lrs[1] < 0.0011  # fine-tuning starts at lr x 0.1
 
 
-class StopAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("stop", [1, 2])  # at the phase boundary, and inside fine-tuning
@@ -110,7 +102,7 @@ def test_resume_across_the_phase_boundary(image_folder, tmp_path, pretrained, st
     settings = dict(data=str(image_folder), output=tmp_path / "run", weights=str(path), epochs=4,
                     head_epochs=2, **FAST)
     with pytest.raises(KeyboardInterrupt):
-        fit(callbacks=[StopAfter(stop)], **settings)
+        fit(callbacks=[stop_after(stop)], **settings)
     snap = Snapshots()
     fit(callbacks=[snap], **settings)
     assert [e for e in snap.epochs] == list(range(stop + 1, 4))

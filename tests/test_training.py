@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import stop_after
 from kclassify.config import LOSSES, OPTIMIZERS, SCHEDULES, build_config
 from kclassify.errors import RunFolderError
 from kclassify.models.build import build_classifier
@@ -100,16 +101,6 @@ def test_fit_writes_a_complete_run_folder(image_folder, tmp_path):
         fit(data=str(image_folder), output=out, epochs=2, verbose=0, **FAST)
 
 
-class StopAfter(keras.callbacks.Callback):
-    """Simulates an interruption after a given epoch (the backup is already written)."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_interrupted_fit_resumes_to_the_same_epoch_count(image_folder, tmp_path):
@@ -117,7 +108,7 @@ def test_interrupted_fit_resumes_to_the_same_epoch_count(image_folder, tmp_path)
 
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        fit(data=str(image_folder), output=out, epochs=4, callbacks=[StopAfter(1)], verbose=0, cache="disk", **FAST)
+        fit(data=str(image_folder), output=out, epochs=4, callbacks=[stop_after(1)], verbose=0, cache="disk", **FAST)
     assert not (out / "metrics.json").exists()
     assert json.loads((out / "checkpoints" / "backup" / "train" / "training_metadata.json").read_text())["epoch"] == 2
     with pytest.raises(RunFolderError, match=r"other settings \(epochs: 4 -> 5\)"):
