@@ -39,11 +39,14 @@ def main():
     tune(cfg, load_space(args.space), algorithm="random", max_trials=args.trials, output=out)
     total = time.perf_counter() - start
     with open(os.path.join(out, "trials.csv")) as f:
-        trial_seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    trial_seconds = sum(float(r["seconds"]) for r in rows)
     print(f"{args.data_dir}: {args.trials} trials x {args.epochs} epochs at {args.image_size}px, space {args.space}")
     print(f"  total wall (imports, data checks, search, outputs) {total:7.1f} s")
     print(f"  sum of the trials' own times                      {trial_seconds:7.1f} s")
     print(f"  overhead ratio                                      {total / trial_seconds:5.2f}x (goal <= 1.15x)")
+    rss = [r["rss_mb"] for r in rows]
+    print(f"  resident memory after each trial (MiB)            {' '.join(rss)}")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,28 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a duration like 90s, 30m or 2h; received {text!r}") from None
 
 
+def _count(text: str) -> int:
+    """'250k', '5M', '1.5m' or a plain number -> an integer count."""
+    units = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+    try:
+        value = float(text[:-1]) * units[text[-1].lower()] if text[-1:].lower() in units else float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive count like 250k or 5M; received {text!r}")
+    return int(value)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number; received {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kclassify",
@@ -101,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--oracle", help="HOST:PORT of the chief (or KERASTUNER_ORACLE_IP/PORT)")
     tune.add_argument("--worker-id", help="unique name of this worker (default: host and process id)")
     tune.add_argument("--verbose-trials", action="store_true", help="Keras progress bar inside each trial")
+    budget = tune.add_argument_group(
+        "deployment budget", "checked before a trial trains: a trial over it is recorded INFEASIBLE, not trained, "
+        "and scored below every real trial; trials.csv, summary.md and pareto.png show score against cost")
+    budget.add_argument("--max-params", type=_count, metavar="N", help="most parameters a model may have: 250k, 5M")
+    budget.add_argument("--max-latency-ms", type=_positive, metavar="MS",
+                        help="slowest single-image latency allowed, measured here through LiteRT")
+    budget.add_argument("--measure-latency", action="store_true",
+                        help="record LiteRT latency without a limit (one conversion per architecture, 2-15 s)")
+    budget.add_argument("--latency-threads", type=int, default=1, metavar="N",
+                        help="LiteRT threads when measuring latency (default: 1)")
     _add_setting_flags(tune)
     tune.set_defaults(func=cmd_tune)
 
@@ -157,12 +189,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     cfg = _resolve(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .tuning.tune import configure_distributed, tune
+    from .tuning.tune import Budget, configure_distributed, tune
 
     role = configure_distributed(args.distributed, args.oracle, args.worker_id)
+    limits = Budget(max_params=args.max_params, max_latency_ms=args.max_latency_ms,
+                    measure_latency=args.measure_latency, threads=args.latency_threads)
     result = tune(cfg, space, algorithm=args.algorithm, max_trials=args.max_trials, output=args.output,
                   objective=args.objective, executions_per_trial=args.executions_per_trial,
-                  verbose=1 if args.verbose_trials else 0, distributed=role, time_budget=args.time_budget)
+                  verbose=1 if args.verbose_trials else 0, distributed=role, time_budget=args.time_budget,
+                  limits=limits)
     if result is None:
         print("worker finished: the chief writes the results")
         return 0
@@ -216,10 +251,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+    logging.basicConfig(  # other libraries (TensorFlow's "Assets written to ...") only from -vv on
+        level=logging.DEBUG if args.verbose > 1 else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
     )
+    log.setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     if not args.command:
         parser.print_help()
         return 2

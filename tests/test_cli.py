@@ -125,3 +125,15 @@ def test_data_errors_come_before_tensorflow(tmp_path):
         out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert message in out.stderr
+
+
+def test_budget_flags_read_counts_and_reject_nonsense(capsys):
+    from kclassify.cli import _count, build_parser
+
+    assert (_count("250k"), _count("5M"), _count("1.5m"), _count("12000")) == (250_000, 5_000_000, 1_500_000, 12_000)
+    args = build_parser().parse_args(["tune", "--max-params", "2M", "--max-latency-ms", "4.5"])
+    assert (args.max_params, args.max_latency_ms, args.latency_threads) == (2_000_000, 4.5, 1)
+    for bad in (["--max-params", "lots"], ["--max-params", "-5"], ["--max-latency-ms", "0"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["tune", *bad])
+    assert "expected a positive" in capsys.readouterr().err

@@ -114,3 +114,114 @@ def test_time_budget_stops_the_search_and_trials_reach_tensorboard_hparams(small
         acc.Reload()
         tags |= set(acc.summary_metadata)
     assert any("hparams" in t for t in tags), tags
+
+
+def _space(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return load_space(path)
+
+
+def test_budget_skips_models_over_it_and_shows_the_trade_off(small_data, tmp_path):
+    import json
+
+    from kclassify.tuning.tune import Budget, tune
+
+    space = _space(tmp_path, "hidden_units: {type: choice, values: [0, 2048]}\n"
+                             "lr: {type: float, min: 1.0e-3, max: 1.0e-2, sampling: log}\n")
+    out = tmp_path / "budget"
+    result = tune(_base(small_data, epochs=1), space, max_trials=4, output=out,
+                  limits=Budget(max_params=600_000, measure_latency=True))
+    rows = _rows(out)
+    big = [r for r in rows if r["hidden_units"] == "2048"]
+    small = [r for r in rows if r["hidden_units"] == "0"]
+    assert big and small, "the seed should draw both sizes in 4 trials"
+    for r in big:  # never trained, cost recorded
+        assert r["status"] == "INFEASIBLE" and r["score"] == "" and r["epochs"] == "0"
+        assert int(r["params"]) > 600_000 and "> 600,000" in r["message"]
+    for r in small:
+        assert r["status"] == "COMPLETED" and int(r["params"]) <= 600_000 and float(r["latency_ms"]) > 0
+    assert result.best_hparams["hidden_units"] == 0
+    assert len(json.loads((out / "profiles.json").read_text())) == 2  # one measurement per architecture
+    summary = (out / "summary.md").read_text()
+    assert "Budget: --max-params 600,000" in summary and "## Pareto front" in summary
+    assert (out / "pareto.png").stat().st_size > 0
+
+
+def test_nothing_within_budget_is_a_clear_error(small_data, tmp_path):
+    from kclassify.errors import ConfigError
+    from kclassify.tuning.tune import Budget, tune
+
+    with pytest.raises(ConfigError, match="No trial met the budget .--max-params 1,000.*cheapest model tried had"):
+        tune(_base(small_data, epochs=1), load_space("default"), max_trials=2, output=tmp_path / "none",
+             limits=Budget(max_params=1000))
+    assert {r["status"] for r in _rows(tmp_path / "none")} == {"INFEASIBLE"}
+
+
+def test_pareto_front_keeps_only_trials_nothing_beats():
+    from kclassify.tuning.tune import pareto_front
+
+    def row(trial, score, latency):
+        return {"trial": trial, "status": "COMPLETED", "score": score, "params": 1, "latency_ms": latency}
+
+    rows = [row("a", 0.70, 1.0), row("b", 0.65, 2.0), row("c", 0.80, 3.0), row("d", 0.80, 4.0),
+            row("e", 0.90, 9.0), {**row("f", None, 0.5), "status": "INFEASIBLE"}]
+    assert [r["trial"] for r in pareto_front(rows, maximize=True)] == ["a", "c", "e"]
+    losses = [row("a", 0.9, 1.0), row("b", 0.5, 2.0), row("c", 0.7, 3.0)]
+    assert [r["trial"] for r in pareto_front(losses, maximize=False)] == ["a", "b"]
+    no_latency = [{**r, "latency_ms": "", "params": p} for r, p in zip(rows[:3], (10, 5, 20))]
+    assert [r["trial"] for r in pareto_front(no_latency)] == ["b", "a", "c"]
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(small_data, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from kclassify.tuning.hypermodel import ClassifierHyperModel
+    from kclassify.tuning.tune import tune
+
+    real_fit, calls = ClassifierHyperModel.fit, []
+
+    def out_of_memory_once(self, hp, model, *args, **kwargs):
+        calls.append(hp.values)
+        if len(calls) == 1:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape [64,3,3,32]")
+        return real_fit(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(ClassifierHyperModel, "fit", out_of_memory_once)
+    result = tune(_base(small_data, epochs=1), load_space("default"), max_trials=3, output=tmp_path / "f")
+    rows = _rows(tmp_path / "f")
+    assert [r["status"] for r in rows] == ["FAILED", "COMPLETED", "COMPLETED"]
+    assert "OOM when allocating" in rows[0]["message"] and rows[0]["score"] == ""
+    assert result.best_score is not None and result.best_hparams["lr"] != float(rows[0]["lr"])
+
+
+def test_kill_9_mid_trial_then_the_same_command_resumes(small_data, tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    args = ["tune", "--data", str(small_data), "--max-trials", "3", "--epochs", "2", "--image-size", "16",
+            "--batch-size", "4", "--output", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "kclassify", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    second = out / "tuner" / "trial_1" / "trial.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not second.is_file():
+        time.sleep(0.05)
+    assert proc.poll() is None, "tune finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = json.loads((out / "tuner" / "trial_0" / "trial.json").read_text())
+    interrupted = json.loads(second.read_text())
+    assert first["status"] == "COMPLETED" and interrupted["status"] == "RUNNING"
+    assert not (out / "trials.csv").exists()
+
+    assert main(args) == 0
+    rows = _rows(out)
+    assert [r["trial"] for r in rows] == ["0", "1", "2"] and {r["status"] for r in rows} == {"COMPLETED"}
+    assert float(rows[0]["score"]) == first["score"]  # finished trial not rerun
+    assert float(rows[1]["lr"]) == interrupted["hyperparameters"]["values"]["lr"]  # interrupted one restarted

@@ -222,6 +222,16 @@ def _preprocess(mode: str, x):
     return x  # builtin: the backbone rescales its own input
 
 
+def classifier_for(model_config, num_classes: int, image_size: int, *, weights: str | None = None):
+    """:func:`build_classifier` from a :class:`kclassify.config.ModelConfig` (``weights`` overrides its own)."""
+    m = model_config
+    return build_classifier(
+        m.backbone, num_classes, image_size, weights=m.weights if weights is None else weights, dropout=m.dropout,
+        pooling=m.pooling, hidden_units=m.hidden_units, hidden_activation=m.hidden_activation,
+        activation=m.activation, batch_norm=m.batch_norm,
+    )
+
+
 def count_parameters(backbone: str) -> int:
     """Parameters of a backbone without head (independent of the input size), built at its minimum size."""
     import keras

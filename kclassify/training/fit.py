@@ -23,7 +23,7 @@ from ..data.augment import build_augmentation
 from ..data.pipeline import batches, cache_target, decoded
 from ..errors import RunFolderError
 from ..models import get as get_backbone
-from ..models.build import adapt_preprocessing, build_classifier, transfer_head
+from ..models.build import adapt_preprocessing, classifier_for, transfer_head
 from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, write_excluded, write_json
 from .callbacks import monitor_mode, standard_callbacks, truncate_history
 from . import multiworker
@@ -205,11 +205,7 @@ def _best_so_far(run: RunFolder, monitor: str) -> float | None:
 
 def _build(cfg: Config, data: PreparedData, datasets):
     m = cfg.model
-    model = build_classifier(
-        m.backbone, len(data.classes), cfg.data.image_size, weights=m.weights, dropout=m.dropout,
-        pooling=m.pooling, hidden_units=m.hidden_units, hidden_activation=m.hidden_activation,
-        activation=m.activation, batch_norm=m.batch_norm,
-    )
+    model = classifier_for(m, len(data.classes), cfg.data.image_size)
     if adapt_preprocessing(model, datasets["adapt"]):
         log.info("adapted input normalization on %d training images", len(data.subset("train")[0]))
     if transfer_head(model, m.weights, data.classes):

@@ -7,6 +7,8 @@ KerasTuner pitfall, keras-tuner #122, is a HyperModel that ignores them).
 
 from __future__ import annotations
 
+import json
+
 import keras
 import keras_tuner
 import tensorflow as tf
@@ -16,7 +18,8 @@ from ..data import PreparedData
 from ..data.augment import build_augmentation
 from ..data.pipeline import batches, cache_target, decoded
 from ..models import get as get_backbone
-from ..models.build import adapt_preprocessing, build_classifier
+from ..models.build import adapt_preprocessing, classifier_for
+from ..models.profile import measure_latency, parameter_count
 from ..training.callbacks import control_callbacks
 from ..training.losses import build_loss, class_weights
 from ..training.optimizers import build_optimizer
@@ -37,6 +40,7 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         super().__init__(name="kclassify")
         self.base, self.space, self.data, self.cache_dir = base, space, data, cache_dir
         self._decoded: dict[tuple[str, int], tf.data.Dataset] = {}
+        self.profiles: dict[str, dict] = {}  # architecture key -> {"params", "latency_ms", ...}
 
     def config_for(self, hp) -> Config:
         """The base settings with this trial's active values."""
@@ -45,6 +49,30 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         if cfg.data.image_size is None:  # the trial's backbone decides, as in fit
             cfg = cfg.replace(image_size=get_backbone(cfg.model.backbone).default_size)
         return cfg
+
+    def architecture(self, hp) -> str:
+        """What decides a trial's parameters and latency: the model settings but dropout and weights."""
+        cfg = self.config_for(hp)
+        model = {k: v for k, v in cfg.to_dict()["model"].items() if k not in ("dropout", "weights")}
+        return json.dumps({**model, "image_size": cfg.data.image_size, "classes": len(self.data.classes)},
+                          sort_keys=True)
+
+    def profile(self, hp, *, latency: bool, threads: int = 1) -> dict:
+        """Parameters (and, with ``latency``, LiteRT latency) of the trial's model, once per architecture."""
+        key = self.architecture(hp)
+        known = self.profiles.get(key, {})
+        if "params" in known and (not latency or "latency_ms" in known):
+            return known
+        cfg = self.config_for(hp)
+        model = classifier_for(cfg.model, len(self.data.classes), cfg.data.image_size, weights="none")
+        found = {"params": parameter_count(model)}
+        if latency:
+            measured = measure_latency(model, threads=threads)
+            found.update(latency_ms=measured.ms, latency_backend=measured.backend, latency_threads=threads)
+        del model
+        keras.backend.clear_session()
+        self.profiles[key] = {**known, **found}
+        return self.profiles[key]
 
     def declare(self, hp=None):
         return to_hyperparameters(self.space, hp)
@@ -63,12 +91,8 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         self.declare(hp)
         cfg = self.config_for(hp)
-        m, size = cfg.model, cfg.data.image_size
-        model = build_classifier(
-            m.backbone, len(self.data.classes), size, weights=m.weights, dropout=m.dropout, pooling=m.pooling,
-            hidden_units=m.hidden_units, hidden_activation=m.hidden_activation, activation=m.activation,
-            batch_norm=m.batch_norm,
-        )
+        size = cfg.data.image_size
+        model = classifier_for(cfg.model, len(self.data.classes), size)
         adapt_preprocessing(model, self.images("train", size).batch(256).map(lambda x, y: tf.cast(x, tf.float32)))
         steps = -(-len(self.data.subset("train")[0]) // cfg.train.batch_size)
         model.compile(optimizer=build_optimizer(cfg.train, steps), loss=build_loss(cfg.train),

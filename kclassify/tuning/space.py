@@ -32,7 +32,11 @@ KEYS = {
     "boolean": {"type", "default", "when"},
 }
 SAMPLINGS = ("linear", "log", "reverse_log")
-SHIPPED = Path(__file__).resolve().parent.parent.parent / "search_spaces"
+_PACKAGE = Path(__file__).resolve().parent.parent
+# An installed wheel carries the repository's search_spaces/ as kclassify/search_spaces/
+# (see pyproject.toml); a source checkout or editable install reads the repository's folder.
+SHIPPED = next((p for p in (_PACKAGE / "search_spaces", _PACKAGE.parent / "search_spaces") if p.is_dir()),
+               _PACKAGE / "search_spaces")
 
 
 @dataclass(frozen=True)
