@@ -47,12 +47,17 @@ def test_each_algorithm_runs_tiny_trials(small_data, tmp_path, algorithm):
 def test_rerun_resumes_and_tops_up_to_the_asked_count(small_data, tmp_path):
     from kclassify.tuning.tune import tune
 
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry  # each trained trial adds to it (see released_custom_gradients)
+    registered = len(registry)
     out = tmp_path / "t"
     tune(_base(small_data, epochs=1), load_space("default"), max_trials=2, output=out)
     first = _rows(out)
     tune(_base(small_data, epochs=1), load_space("default"), max_trials=3, output=out)
     again = _rows(out)
     assert len(again) == 3 and again[:2] == first  # finished trials are not rerun
+    assert len(registry) == registered  # no trial's training graph is kept alive after it ends
 
 
 def test_cli_tune_then_fit(small_data, tmp_path, capsys):

@@ -9,6 +9,7 @@ trial's parameters and, when measured, LiteRT latency), ``best_hparams.yaml`` (l
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -76,6 +77,33 @@ class TuneResult:
     trials: list[dict]
 
 
+@contextlib.contextmanager
+def released_custom_gradients():
+    """Forget, once a trial is over, the custom gradients TensorFlow registered while it trained.
+
+    Keras' TensorFlow optimizer sums gradients through ``ReplicaContext.all_reduce``, a
+    ``tf.custom_gradient``; traced in graph mode, each registers ``CustomGradient-N`` in
+    TensorFlow's process-wide gradient registry, which is never emptied and keeps the whole
+    traced training step alive. ``keras.backend.clear_session()`` and ``gc.collect()`` (which
+    KerasTuner runs before each build) do not reach it (tensorflow#61791, tf-keras#286).
+    Measured here: +20 MiB resident per small_cnn trial without this, flat with it.
+    """
+    try:
+        from tensorflow.python.framework import ops
+
+        registry = ops._gradient_registry._registry
+    except (ImportError, AttributeError):  # TensorFlow changed its internals: nothing to release
+        yield
+        return
+    before = set(registry)
+    try:
+        yield
+    finally:
+        for name in set(registry) - before:
+            if name.startswith("CustomGradient-"):
+                registry.pop(name, None)
+
+
 class _Progress:
     """Mixed into a KerasTuner tuner: the deployment budget, per-trial costs, one log line per trial."""
 
@@ -87,7 +115,8 @@ class _Progress:
         self.trial_stats[trial.trial_id] = {**profile, "infeasible": "; ".join(reasons)}
         if reasons:  # scored below every real trial, so the oracle steers away; never trained
             return {self.oracle.objective.name: self._infeasible_score()}
-        return super().run_trial(trial, *args, **kwargs)
+        with released_custom_gradients():
+            return super().run_trial(trial, *args, **kwargs)
 
     def _infeasible_score(self) -> float:
         try:
