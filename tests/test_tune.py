@@ -230,3 +230,23 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(small_data, tmp_path):
     assert [r["trial"] for r in rows] == ["0", "1", "2"] and {r["status"] for r in rows} == {"COMPLETED"}
     assert float(rows[0]["score"]) == first["score"]  # finished trial not rerun
     assert float(rows[1]["lr"]) == interrupted["hyperparameters"]["values"]["lr"]  # interrupted one restarted
+
+
+def test_hyperband_continuation_goes_on_along_the_schedule(small_data, tmp_path):
+    import keras_tuner
+
+    from kclassify.data import prepare_data
+    from kclassify.tuning.hypermodel import ClassifierHyperModel
+
+    base = _base(small_data, epochs=4, batch_size=8)
+    data = prepare_data(str(small_data), seed=42)
+    hypermodel = ClassifierHyperModel(base, _space(tmp_path, "lr: {type: choice, values: [0.01]}\n"), data,
+                                      tmp_path / "cache")
+    hp = keras_tuner.HyperParameters()
+    hypermodel.declare(hp)
+    model = hypermodel.build(hp)
+    steps = hypermodel.steps(hypermodel.config_for(hp))
+    hypermodel.fit(hp, model, epochs=3, initial_epoch=2)  # as Hyperband resumes a trial after its 2-epoch rung
+    assert int(model.optimizer.iterations.numpy()) == 3 * steps
+    schedule = model.optimizer.learning_rate
+    assert float(schedule) < 0.01 * 0.5  # cosine over 4 epochs, 3 done: well below the peak

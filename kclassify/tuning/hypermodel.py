@@ -94,8 +94,7 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         size = cfg.data.image_size
         model = classifier_for(cfg.model, len(self.data.classes), size)
         adapt_preprocessing(model, self.images("train", size).batch(256).map(lambda x, y: tf.cast(x, tf.float32)))
-        steps = -(-len(self.data.subset("train")[0]) // cfg.train.batch_size)
-        model.compile(optimizer=build_optimizer(cfg.train, steps), loss=build_loss(cfg.train),
+        model.compile(optimizer=build_optimizer(cfg.train, self.steps(cfg)), loss=build_loss(cfg.train),
                       metrics=["accuracy", keras.metrics.AUC(name="auc")])
         return model
 
@@ -108,9 +107,16 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         val = batches(val_images, n, batch, training=False) if val_images is not None else None
         monitor = cfg.train.monitor if val is not None or not cfg.train.monitor.startswith("val_") \
             else cfg.train.monitor[4:]
+        initial_epoch = kwargs.pop("initial_epoch", 0)
+        if initial_epoch:  # a Hyperband continuation: go on along the schedule, not from its start
+            model.optimizer.iterations.assign(initial_epoch * self.steps(cfg))
         return model.fit(
             train, validation_data=val, epochs=epochs or cfg.train.epochs,
             callbacks=list(callbacks or []) + control_callbacks(cfg.train, monitor),
             class_weight=class_weights(cfg.train.class_weight, self.data.subset("train")[1]),
-            verbose=verbose, shuffle=False, initial_epoch=kwargs.pop("initial_epoch", 0),
+            verbose=verbose, shuffle=False, initial_epoch=initial_epoch,
         )
+
+    def steps(self, cfg: Config) -> int:
+        """Training steps per epoch at the trial's batch size."""
+        return -(-len(self.data.subset("train")[0]) // cfg.train.batch_size)
