@@ -1,6 +1,6 @@
 """kclassify: image classification with TensorFlow/Keras, from a folder of images to a served model.
 
-``from kclassify import fit`` works without importing TensorFlow until ``fit`` is called.
+``from kclassify import fit, tune`` works without importing TensorFlow until they are called.
 """
 
 from __future__ import annotations
@@ -11,8 +11,15 @@ from .config import Config, DataConfig, ModelConfig, TrainConfig, build_config, 
 from .data import prepare_data
 from .errors import ConfigError, DataError, KClassifyError, RunFolderError, UnknownBackboneError, WeightsError
 from .models import build_classifier
+from .tuning import load_space
 
-_LAZY = {"fit": ("kclassify.training.fit", "fit"), "FitResult": ("kclassify.training.fit", "FitResult")}
+_LAZY = {
+    "fit": ("kclassify.training.fit", "fit"),
+    "FitResult": ("kclassify.training.fit", "FitResult"),
+    "tune": ("kclassify.tuning.tune", "tune"),
+    "Budget": ("kclassify.tuning.tune", "Budget"),
+    "TuneResult": ("kclassify.tuning.tune", "TuneResult"),
+}
 
 
 def __getattr__(name):  # PEP 562: TensorFlow is imported on first use of fit, not at import
@@ -25,6 +32,7 @@ def __getattr__(name):  # PEP 562: TensorFlow is imported on first use of fit, n
 
 
 __all__ = [
+    "Budget", "TuneResult", "load_space", "tune",
     "Config", "ConfigError", "DataConfig", "DataError", "FitResult", "KClassifyError", "ModelConfig",
     "RunFolderError", "TrainConfig", "UnknownBackboneError", "WeightsError", "build_classifier",
     "build_config", "fit", "load_yaml", "prepare_data",
