@@ -77,6 +77,9 @@ class ModelConfig:
     hidden_activation: str = _opt("relu", "activation of the head's hidden layer", ACTIVATIONS)
     activation: str = _opt("relu", "activation inside small_cnn and alexnet", ACTIVATIONS)
     batch_norm: bool = _opt(True, "BatchNorm after each convolution of alexnet")
+    bn_momentum: float | None = _opt(
+        None, "moving-average momentum of every BatchNorm layer (default: the backbone's own, 0.9 in small_cnn "
+        "and alexnet; Keras' 0.99 leaves short from-scratch runs with stale statistics)", low=0.0, high=1.0)
 
 
 @dataclass

@@ -111,3 +111,17 @@ def test_parameter_count_does_not_depend_on_input_size(name):
 
     model = build_classifier(name, 2, 64)
     assert count_parameters(name) == backbone_of(model).count_params()  # counted at the minimum size
+
+
+def test_batchnorm_momentum_ours_0_9_and_settable_for_any_backbone():
+    import keras
+
+    from kclassify.models.build import _all_layers
+
+    def momenta(model):
+        return {layer.momentum for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)}
+
+    assert momenta(build_classifier("small_cnn", 3, 32)) == {0.9}
+    assert momenta(build_classifier("alexnet", 3, 32)) == {0.9}
+    assert momenta(build_classifier("mobilenet_v3_small", 3, 32)) == {0.999}  # Keras' own, untouched
+    assert momenta(build_classifier("mobilenet_v3_small", 3, 32, bn_momentum=0.9)) == {0.9}

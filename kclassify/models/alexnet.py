@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .small_cnn import activation_layer
+from .small_cnn import BN_MOMENTUM, activation_layer
 
 
 def AlexNet(input_shape, include_top=False, weights=None, activation="relu", batch_norm=True,
@@ -35,7 +35,7 @@ def AlexNet(input_shape, include_top=False, weights=None, activation="relu", bat
         x = layers.Conv2D(filters, k, strides=s, padding="same", use_bias=not batch_norm,
                           name=f"conv{i}")(x)
         if batch_norm:
-            x = layers.BatchNormalization(name=f"conv{i}_bn")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"conv{i}_bn")(x)
         x = activation_layer(activation, spatial=True, name=f"conv{i}_act")(x)
         if pool:
             x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{i}")(x)

@@ -118,6 +118,7 @@ def build_classifier(
     pooling: str = "avg",
     hidden_units: int = 0,
     hidden_activation: str = "relu",
+    bn_momentum: float | None = None,
     **options,
 ):
     """Build a Keras classifier that takes raw RGB pixels (0-255) and returns probabilities.
@@ -133,6 +134,8 @@ def build_classifier(
         weights: ``"none"``, ``"imagenet"``, a backbone ``.weights.h5``, or a run folder /
             ``.keras`` model with the same backbone (transfer from an earlier run).
         hidden_units: size of an optional dense layer between pooling and output.
+        bn_momentum: moving-average momentum for every BatchNorm layer of the backbone
+            (None: the backbone's own).
         options: backbone options the registry record lists (``activation``,
             ``batch_norm``); others must keep their defaults.
 
@@ -155,6 +158,10 @@ def build_classifier(
     inputs = keras.Input((size, size, 3), name="image")
     x = _preprocess(spec.preprocessing, inputs)
     base = _backbone(spec, size, weights, _backbone_options(spec, options))
+    if bn_momentum is not None:
+        for layer in _all_layers(base):
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
     # A pretrained backbone runs in inference mode (BatchNorm keeps its statistics) even when
     # fine-tuned, as in the Keras transfer-learning guide; one trained from scratch does not.
     x = base(x, training=False) if weights != "none" else base(x)
@@ -168,6 +175,14 @@ def build_classifier(
     # float32 output keeps softmax stable under mixed precision.
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=f"kclassify_{spec.name}")
+
+
+def _all_layers(model):
+    """Every layer of a model, nested models' layers included."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 DEFAULT_OPTIONS = {"activation": "relu", "batch_norm": True}
@@ -228,7 +243,7 @@ def classifier_for(model_config, num_classes: int, image_size: int, *, weights: 
     return build_classifier(
         m.backbone, num_classes, image_size, weights=m.weights if weights is None else weights, dropout=m.dropout,
         pooling=m.pooling, hidden_units=m.hidden_units, hidden_activation=m.hidden_activation,
-        activation=m.activation, batch_norm=m.batch_norm,
+        activation=m.activation, batch_norm=m.batch_norm, bn_momentum=m.bn_momentum,
     )
 
 

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+# Keras' default 0.99 needs hundreds of steps before the moving statistics used at validation
+# match the weights: on intel_scenes (64 px, batch 32, 47 steps/epoch) validation accuracy after
+# 4 epochs was 0.27/0.22/0.21/0.36 with 0.99 and 0.53/0.56/0.69/0.68 with 0.9 (PyTorch's default).
+BN_MOMENTUM = 0.9
+
+
 def activation_layer(activation: str, spatial: bool = False, **kwargs):
     """A Keras layer for an activation name; PReLU is a layer with weights, not a function.
 
@@ -43,7 +49,7 @@ def SmallCNN(input_shape, include_top=False, weights=None, filters=(32, 64, 128,
         stem = i == 0
         x = layers.Conv2D(int(f), 3, strides=2 if stem else 1, padding="same", use_bias=False,
                           name="stem_conv" if stem else f"block{i}_conv")(x)
-        x = layers.BatchNormalization(name="stem_bn" if stem else f"block{i}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn" if stem else f"block{i}_bn")(x)
         x = activation_layer(activation, spatial=True, name="stem_act" if stem else f"block{i}_act")(x)
         if 0 < i < len(filters) - 1:
             x = layers.MaxPooling2D(name=f"block{i}_pool")(x)
