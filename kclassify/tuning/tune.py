@@ -408,16 +408,20 @@ def _plot_pareto(path: Path, rows: list[dict], front: list[dict], objective: str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     ax.scatter([r[cost] for r in done], [r["score"] for r in done], s=22, color="0.6", label="trial")
-    ax.plot([r[cost] for r in front], [r["score"] for r in front], "o-", color="C0", label="Pareto front")
+    ax.plot([r[cost] for r in front], [r["score"] for r in front], "o-", color="C0", drawstyle="steps-post",
+            label="Pareto front")  # steps: between two front points no trial does better
     for r in front:
         ax.annotate(r["trial"], (r[cost], r["score"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     limit = limits.max_latency_ms if cost == "latency_ms" else limits.max_params
     if limit is not None:
         ax.axvline(limit, linestyle="--", color="C3", label="budget")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("latency (ms, LiteRT, batch 1)" if cost == "latency_ms" else "parameters")
     ax.set_ylabel(objective)
     ax.grid(alpha=0.3)
