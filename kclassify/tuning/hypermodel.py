@@ -51,7 +51,7 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         return cfg
 
     def architecture(self, hp) -> str:
-        """What decides a trial's parameters and latency: the model settings but dropout and weights."""
+        """What decides a trial's parameters and latency: the model settings but dropout, weights and bn_momentum."""
         cfg = self.config_for(hp)
         model = {k: v for k, v in cfg.to_dict()["model"].items() if k not in ("dropout", "weights", "bn_momentum")}
         return json.dumps({**model, "image_size": cfg.data.image_size, "classes": len(self.data.classes)},
