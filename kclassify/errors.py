@@ -32,6 +32,14 @@ class WeightsError(KClassifyError):
     """Weights could not be fetched or do not fit the model."""
 
 
+class ModelLoadError(KClassifyError):
+    """A model artifact (run folder, .keras, SavedModel, .tflite) is missing, corrupt or foreign."""
+
+
+class ExportError(KClassifyError):
+    """An export format failed to convert, or its file failed a check."""
+
+
 def did_you_mean(name: str, valid) -> str:
     """Return ' Did you mean X?' when a close match exists, else ''."""
     import difflib

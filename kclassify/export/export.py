@@ -1,0 +1,278 @@
+"""``export``: a run folder to SavedModel and TFLite files, each checked by running that very file.
+
+Every exported file is loaded back through the inference layer and scored on the run's
+test split (decoded by the data layer, as in training): accuracy, top-1 agreement with the
+Keras model, size and single-image latency on this machine. A file that loses more than
+``max_accuracy_drop`` points, or a float32 file that disagrees with Keras on more than
+0.1 % of the images, is not shipped under its normal name: it is kept as
+``rejected-<file>`` and the export fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..config import from_yaml_file
+from ..data import prepare_data
+from ..errors import DataError, ExportError, RunFolderError
+from ..inference import load_predictor
+from ..runs import RunFolder, write_json
+from .formats import DEFAULT_FORMATS, FORMATS, Source, parse_formats
+
+log = logging.getLogger(__name__)
+
+FLOAT_AGREEMENT = 0.999  # float32 files must predict Keras' class on at least this share of images
+REJECTED_PREFIX = "rejected-"
+REPORT = "export_report.json"
+
+
+@dataclass
+class FormatReport:
+    """How one exported file did; ``status`` is ok, rejected (failed the gate) or failed (did not convert)."""
+
+    format: str
+    file: str | None
+    status: str
+    description: str = ""
+    size_bytes: int | None = None
+    size_vs_tflite: float | None = None  # file size / float32 TFLite size
+    accuracy: float | None = None
+    accuracy_drop: float | None = None  # points below the Keras model
+    agreement: float | None = None  # share of images where its top-1 class is Keras' top-1 class
+    latency_ms: float | None = None  # median single-image latency here
+    latency_vs_tflite: float | None = None
+    message: str = ""
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    split: str
+    images: int
+    keras: dict
+    formats: list[FormatReport] = field(default_factory=list)
+    fastest: str | None = None
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(f.status == "ok" for f in self.formats)
+
+
+def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | None = None,
+           max_accuracy_drop: float = 1.0, data: str | None = None, calibration_images: int = 200,
+           threads: int = 1, latency_runs: int = 50) -> ExportResult:
+    """Export a finished run folder and check every file it writes.
+
+    Args:
+        run: a run folder written by ``kclassify fit``.
+        formats: names from :data:`kclassify.export.formats.FORMATS`, or a comma-separated string.
+        output: where the files go (default ``RUN/export``).
+        max_accuracy_drop: accuracy points a format may lose against the Keras model.
+        data: the run's data source when it has moved (default: the one in config.yaml).
+        calibration_images: training images full-integer quantization is calibrated on.
+        threads: LiteRT threads when scoring and timing ``.tflite`` files.
+
+    Example:
+        >>> result = export("saved_models/scenes", "tflite,tflite-int8")
+        >>> [(f.format, f.status) for f in result.formats]
+        [('tflite', 'ok'), ('tflite-int8', 'ok')]
+    """
+    names = parse_formats(formats)
+    folder = RunFolder(Path(run).expanduser())
+    if not folder.is_complete():
+        raise RunFolderError(f"{folder.root} is not a finished run (no model.keras and metrics.json): expected a "
+                             "run folder written by `kclassify fit`. Finish or rerun the fit first.")
+    out = Path(output).expanduser() if output else folder.root / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = from_yaml_file(folder.config)
+    prepared = _data(folder, cfg, data)
+    split, paths, labels = _scoring_split(prepared)
+    reference = load_predictor(folder.root)
+    log.info("scoring on the %s split: %d images", split, len(paths))
+    keras_probs, y, images = _score(reference, paths, labels)
+    keras_top = keras_probs.argmax(1)
+    keras_info = {"accuracy": _accuracy(keras_top, y),
+                  "latency_ms": round(reference.latency_ms(images[0], latency_runs), 3)}
+    source = Source(
+        model=reference.model, labels=reference.labels, image_size=reference.image_size,
+        name=f"kclassify {cfg.model.backbone} classifier",
+        description=(f"{cfg.model.backbone} at {reference.image_size}px, {len(reference.labels)} classes, "
+                     f"trained by kclassify on {cfg.data.data}"),
+        version=f"{folder.root.name} (kclassify {__version__})",
+        calibration=_calibration(prepared, reference.image_size, calibration_images, cfg.train.seed),
+    )
+    reports = []
+    for name in names:
+        report = _export_one(FORMATS[name], source, out, threads, latency_runs, images[0])
+        if report.status == "ok":
+            predictor = load_predictor(out / FORMATS[name].filename, threads=threads)
+            probs = np.stack([r.probabilities for r in predictor.predict_files(paths)])
+            _score_report(report, probs, y, keras_top, keras_info["accuracy"])
+            report.latency_ms = round(predictor.latency_ms(images[0], latency_runs), 3)
+            _gate(report, FORMATS[name], max_accuracy_drop, out)
+        reports.append(report)
+    result = ExportResult(out, split, len(paths), keras_info, reports,
+                          settings={"max_accuracy_drop": max_accuracy_drop, "threads": threads,
+                                    "calibration_images": calibration_images, "run": str(folder.root)})
+    _relative_costs(result)
+    (out / "labels.txt").write_text("\n".join(reference.labels) + "\n", encoding="utf-8")
+    write_json(out / REPORT, _report_doc(result))
+    return result
+
+
+def _data(folder: RunFolder, cfg, data: str | None):
+    spec = data or cfg.data.data
+    try:
+        return prepare_data(spec, seed=cfg.train.seed, split_file=folder.split, min_images=1)
+    except DataError as e:
+        raise DataError(f"Cannot read the run's data to check the exported files: {e} If the data moved, pass "
+                        "--data with its new location.") from None
+
+
+def _scoring_split(prepared):
+    for split in ("test", "val"):
+        paths, labels = prepared.subset(split)
+        if paths:
+            if split == "val":
+                log.warning("the run has no test split: scoring exported files on the validation split")
+            return split, paths, np.asarray(labels)
+    raise ExportError("The run has no test or validation images to check exported files on. Train with "
+                      "--test-fraction above 0.")
+
+
+def _score(predictor, paths, labels):
+    results = predictor.predict_files(paths)
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise DataError(f"{len(bad)} scoring image(s) no longer decode (first: {bad[0].path}: {bad[0].error}).")
+    probs = np.stack([r.probabilities for r in results])
+    from ..data.pipeline import decode_files
+
+    return probs, labels, decode_files(paths[:1], predictor.image_size)
+
+
+def _calibration(prepared, image_size: int, count: int, seed: int):
+    """A callable decoding a seeded sample of training images, once, when a format needs them."""
+    cached = []
+
+    def images():
+        if not cached:
+            from ..data.pipeline import decode_files
+
+            paths = prepared.subset("train")[0]
+            rng = np.random.default_rng(seed)
+            pick = sorted(rng.choice(len(paths), size=min(count, len(paths)), replace=False))
+            log.info("calibrating full-integer quantization on %d training images", len(pick))
+            cached.append(decode_files([paths[i] for i in pick], image_size))
+        return cached[0]
+
+    return images
+
+
+def _export_one(fmt, source: Source, out: Path, threads: int, runs: int, image) -> FormatReport:
+    path = out / fmt.filename
+    _remove(out / (REJECTED_PREFIX + fmt.filename))  # a stale rejection from an earlier export
+    log.info("exporting %s -> %s", fmt.name, path)
+    try:
+        fmt.write(source, path)
+    except ExportError as e:
+        _remove(path)
+        return FormatReport(fmt.name, None, "failed", fmt.description, message=str(e))
+    return FormatReport(fmt.name, str(path), "ok", fmt.description, size_bytes=_size(path))
+
+
+def _score_report(report: FormatReport, probs, y, keras_top, keras_accuracy) -> None:
+    top = probs.argmax(1)
+    report.accuracy = _accuracy(top, y)
+    report.accuracy_drop = round((keras_accuracy - report.accuracy) * 100, 2)
+    report.agreement = round(float(np.mean(top == keras_top)), 4)
+
+
+def _gate(report: FormatReport, fmt, max_drop: float, out: Path) -> None:
+    reasons = []
+    if report.accuracy_drop > max_drop:
+        reasons.append(f"accuracy {report.accuracy:.4f} is {report.accuracy_drop:.2f} points below the Keras "
+                       f"model (--max-accuracy-drop {max_drop:g})")
+    if fmt.float32 and report.agreement < FLOAT_AGREEMENT:
+        reasons.append(f"a float32 file must give Keras' class on {FLOAT_AGREEMENT:.1%} of images; it does on "
+                       f"{report.agreement:.2%}")
+    if not reasons:
+        return
+    path = Path(report.file)
+    rejected = out / (REJECTED_PREFIX + path.name)
+    _remove(rejected)
+    os.replace(path, rejected)
+    report.status, report.file = "rejected", str(rejected)
+    report.message = "; ".join(reasons) + f". Kept as {rejected.name}, not shipped."
+
+
+def _relative_costs(result: ExportResult) -> None:
+    base = next((f for f in result.formats if f.format == "tflite" and f.size_bytes), None)
+    for f in result.formats:
+        if base and f.size_bytes and f.format != "savedmodel":
+            f.size_vs_tflite = round(f.size_bytes / base.size_bytes, 3)
+        if base and base.latency_ms and f.latency_ms:
+            f.latency_vs_tflite = round(f.latency_ms / base.latency_ms, 3)
+    timed = [f for f in result.formats if f.status == "ok" and f.latency_ms]
+    result.fastest = min(timed, key=lambda f: f.latency_ms).format if timed else None
+
+
+def _report_doc(result: ExportResult) -> dict:
+    return {
+        "folder": str(result.folder), "split": result.split, "images": result.images, "keras": result.keras,
+        "fastest": result.fastest, "ok": result.ok, "settings": result.settings,
+        "formats": [asdict(f) for f in result.formats],
+    }
+
+
+def format_table(result: ExportResult) -> str:
+    """The export report as an aligned text table."""
+    rows = [("format", "status", "size", "x tflite", "accuracy", "drop", "agree", "latency ms", "x tflite")]
+    rows.append(("keras", "reference", "", "", f"{result.keras['accuracy']:.4f}", "", "",
+                 f"{result.keras['latency_ms']:.2f}", ""))
+    for f in result.formats:
+        rows.append((
+            f.format, f.status, _mb(f.size_bytes), _num(f.size_vs_tflite, ".2f"), _num(f.accuracy, ".4f"),
+            _num(f.accuracy_drop, "+.2f"), _num(f.agreement, ".2%"), _num(f.latency_ms, ".2f"),
+            _num(f.latency_vs_tflite, ".2f"),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.append(f"scored on {result.images} {result.split} images; latency: median single image, this machine, "
+                 f"{result.settings.get('threads')} thread(s); fastest here: {result.fastest or 'n/a'}")
+    lines += [f"{f.format}: {f.message}" for f in result.formats if f.message]
+    return "\n".join(lines)
+
+
+def _accuracy(top, y) -> float:
+    return round(float(np.mean(top == y)), 4)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _mb(size: int | None) -> str:
+    return "" if size is None else f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+
+
+def _num(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)

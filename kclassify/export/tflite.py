@@ -1,0 +1,128 @@
+"""TFLite conversion variants (float32, float16, dynamic range, full integer) and the integer-kernel check."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ExportError
+
+log = logging.getLogger(__name__)
+
+# Ops that only move or reinterpret data between the uint8 input and output of a full-integer
+# file; every other op of such a file must take and produce integer tensors.
+BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
+
+
+def convert(model, image_size: int, options: dict) -> bytes:
+    """Convert a Keras classifier to TFLite with LiteRT converter ``options``.
+
+    Keras' own LiteRT export (``model.export(format="litert")``) does the conversion; the
+    input is one float32 image ``(1, S, S, 3)`` of raw 0-255 pixels, as phones feed them.
+    Only builtin TFLite ops are allowed (Keras' default also admits TensorFlow "Flex" ops,
+    which a phone runs only with the extra select-ops runtime), so an op LiteRT cannot
+    express is a conversion error here, not a crash on the device.
+    """
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec((1, int(image_size), int(image_size), 3), tf.float32, name="image")]
+    options = dict(options)
+    target = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS], **options.pop("target_spec", {})}
+    with tempfile.TemporaryDirectory(prefix="kclassify-tflite-") as tmp:
+        path = Path(tmp) / "model.tflite"
+        try:
+            model.export(str(path), format="litert", verbose=False, input_signature=spec,
+                         target_spec=target, **options)
+        except Exception as e:  # noqa: BLE001 - the converter raises ConverterError, ValueError, RuntimeError
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ExportError(f"TFLite conversion failed ({type(e).__name__}: {first}).") from None
+        return path.read_bytes()
+
+
+def float16_options() -> dict:
+    import tensorflow as tf
+
+    return {"optimizations": [tf.lite.Optimize.DEFAULT], "target_spec": {"supported_types": [tf.float16]}}
+
+
+def dynamic_range_options() -> dict:
+    import tensorflow as tf
+
+    return {"optimizations": [tf.lite.Optimize.DEFAULT]}
+
+
+def full_integer_options(calibration: np.ndarray) -> dict:
+    """Full-integer quantization with uint8 input and output, calibrated on ``calibration`` images.
+
+    The input's quantization comes from the range the calibration images cover; one pixel of
+    the first image is set to 0 and one to 255 so that the range is exactly 0-255, giving the
+    input scale 1 and zero point 0: camera pixels then go in unchanged, as MediaPipe and
+    Android apps feed them (a calibration set whose darkest pixel were 3 would otherwise
+    make every phone-side input slightly wrong).
+    """
+    import tensorflow as tf
+
+    if len(calibration) == 0:
+        raise ExportError("Full-integer quantization needs calibration images; the training split gave none.")
+    images = np.asarray(calibration, np.float32).copy()
+    images[0, 0, 0, :], images[0, -1, -1, :] = 0.0, 255.0
+
+    def representative():
+        for image in images:
+            yield [image[None]]
+
+    return {
+        "optimizations": [tf.lite.Optimize.DEFAULT],
+        "representative_dataset": representative,
+        "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+        "inference_input_type": tf.uint8,
+        "inference_output_type": tf.uint8,
+    }
+
+
+def float_ops(model_bytes: bytes) -> list[str]:
+    """Operators of a TFLite model that compute in float: ``"CONV_2D(name)"`` for each.
+
+    A full-integer file must have none but the boundary (de)quantize ops; TFLite's converter
+    can silently leave float kernels inside an "int8" file (tensorflow#57619), which then
+    runs slower and differs from what was measured as int8.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema_fb
+
+    model = schema_fb.Model.GetRootAs(model_bytes, 0)
+    names = _builtin_names(schema_fb)
+    found = []
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+            if name in BOUNDARY_OPS:
+                continue
+            tensors = [op.Inputs(i) for i in range(op.InputsLength())] + [op.Outputs(i) for i in range(op.OutputsLength())]
+            floats = [graph.Tensors(t) for t in tensors if t >= 0
+                      and graph.Tensors(t).Type() in (schema_fb.TensorType.FLOAT32, schema_fb.TensorType.FLOAT16)]
+            if floats:
+                found.append(f"{name}({floats[0].Name().decode()})")
+    return found
+
+
+def check_integer(model_bytes: bytes, filename: str) -> None:
+    """Raise :class:`ExportError` when a full-integer file computes anything in float."""
+    ops = float_ops(model_bytes)
+    if ops:
+        shown = ", ".join(ops[:5]) + (f" and {len(ops) - 5} more" if len(ops) > 5 else "")
+        raise ExportError(
+            f"{filename} is not fully integer: {len(ops)} operator(s) still compute in float ({shown}). "
+            "TFLite's converter left float kernels in the file (tensorflow#57619); it would run slower "
+            "than measured and not on integer-only accelerators. Ship tflite-dynamic or tflite instead."
+        )
+
+
+def _builtin_names(schema_fb) -> dict[int, str]:
+    return {v: k for k, v in vars(schema_fb.BuiltinOperator).items() if not k.startswith("_")}
+
