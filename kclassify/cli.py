@@ -14,7 +14,7 @@ import sys
 
 from . import __version__
 from .config import GROUPS, Config, build_config, fields_by_name, load_yaml
-from .errors import KClassifyError
+from .errors import ConfigError, KClassifyError
 
 log = logging.getLogger("kclassify")
 
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", help="YAML of settings (grouped as in a run's config.yaml, or flat)")
     fit.add_argument("--hparams", help="YAML of settings that override --config (e.g. best_hparams.yaml)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
+    _add_export_flags(fit, "after training, export the run (as `kclassify export RUN --formats ...`)")
     _add_setting_flags(fit)
     fit.set_defaults(func=cmd_fit)
 
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--oracle", help="HOST:PORT of the chief (or KERASTUNER_ORACLE_IP/PORT)")
     tune.add_argument("--worker-id", help="unique name of this worker (default: host and process id)")
     tune.add_argument("--verbose-trials", action="store_true", help="Keras progress bar inside each trial")
+    _add_export_flags(tune, "with --then-fit: export the retrained best run (search, retrain, export in one command)")
     budget = tune.add_argument_group(
         "deployment budget", "checked before a trial trains: a trial over it is recorded INFEASIBLE, not trained, "
         "and scored below every real trial; trials.csv, summary.md and pareto.png show score against cost")
@@ -143,7 +145,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--no-params", action="store_true", help="skip parameter counts (instant)")
     models.set_defaults(func=cmd_models)
+
+    exp = sub.add_parser(
+        "export", help="export a run folder to SavedModel and TFLite, each file checked",
+        description="Export a finished run folder. Every file is loaded back, scored on the run's test split, "
+        "compared with the Keras model and timed here; a format losing more than --max-accuracy-drop points "
+        "is kept as rejected-<file> and the command exits 1. Formats: " + _format_list(),
+    )
+    exp.add_argument("run", help="run folder written by kclassify fit")
+    exp.add_argument("--formats", default=None, metavar="LIST",
+                     help="comma-separated formats, or all (default: savedmodel,tflite,tflite-int8)")
+    exp.add_argument("--output", "-o", help="export folder (default: RUN/export)")
+    _add_gate_flags(exp)
+    exp.set_defaults(func=cmd_export)
+
+    pred = sub.add_parser(
+        "predict", help="predict images with a run folder, .keras, SavedModel or .tflite",
+        description="Predict image files and folders (searched recursively) with any model kclassify wrote. A "
+        "file that cannot be read is reported and the rest are still predicted; the exit status is 1 when any "
+        "file failed.",
+    )
+    pred.add_argument("model", help="run folder, .keras file, SavedModel folder or .tflite file")
+    pred.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
+    pred.add_argument("--top-k", type=int, default=1, metavar="K", help="classes per image (default: 1)")
+    pred.add_argument("--format", default="table", choices=("table", "json", "csv"), dest="output_format",
+                      help="output on stdout (default: table)")
+    pred.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default: 32)")
+    pred.add_argument("--threads", type=int, default=None, metavar="N", help="LiteRT threads for .tflite files")
+    pred.set_defaults(func=cmd_predict)
     return parser
+
+
+def _format_list() -> str:
+    from .export.formats import FORMATS
+
+    return "; ".join(f"{f.name} ({f.description})" for f in FORMATS.values()) + "."
+
+
+def _add_gate_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
+                        help="accuracy points a format may lose against the Keras model (default: 1.0)")
+    parser.add_argument("--calibration-images", type=int, default=200, metavar="N",
+                        help="training images that calibrate tflite-int8 (default: 200)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="LiteRT threads when scoring and timing .tflite files (default: 1)")
+    parser.add_argument("--data", dest="export_data", metavar="SRC",
+                        help="the run's data source, if it moved since training (default: the run's own)")
+
+
+def _add_export_flags(parser: argparse.ArgumentParser, help_: str) -> None:
+    group = parser.add_argument_group("export")
+    group.add_argument("--export", metavar="FORMATS", help=help_ + "; e.g. savedmodel,tflite,tflite-int8 or all")
+    group.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
+                       help="export gate: accuracy points a format may lose (default: 1.0)")
 
 
 def _settings_from_flags(args: argparse.Namespace) -> dict:
@@ -156,11 +210,32 @@ def cmd_fit(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .training.fit import fit
 
+    formats = _export_formats(args)
     result = fit(cfg, output=args.output, verbose=2 if args.quiet else "auto")
     test = result.metrics.get("test")
     summary = f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}" if test else "no test split"
     print(f"{result.run_dir}: {summary}")
-    return 0
+    return _export_after(result.run_dir, formats, args)
+
+
+def _export_formats(args: argparse.Namespace) -> list[str] | None:
+    """The formats of --export, checked before any training starts."""
+    if not getattr(args, "export", None):
+        return None
+    from .export.formats import parse_formats
+
+    return parse_formats(args.export)
+
+
+def _export_after(run_dir, formats: list[str] | None, args: argparse.Namespace) -> int:
+    if not formats or run_dir is None:
+        return 0
+    from .export import export, format_table
+
+    result = export(run_dir, formats, max_accuracy_drop=args.max_accuracy_drop)
+    print(format_table(result))
+    print(f"{result.folder}: {'exported' if result.ok else 'export FAILED its checks'}")
+    return 0 if result.ok else 1
 
 
 def _resolve(args: argparse.Namespace, hparams: str | None = None):
@@ -188,6 +263,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     space = load_space(args.space)
     cfg = _resolve(args)
+    formats = _export_formats(args)
+    if formats and not args.then_fit:
+        raise ConfigError("--export exports the retrained best run: add --then-fit, or export a run folder "
+                          "with `kclassify export RUN`.")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .tuning.tune import Budget, configure_distributed, tune
 
@@ -209,6 +288,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   verbose=1 if args.verbose_trials else 2)
         test = run.metrics.get("test")
         print(f"{run.run_dir}: test accuracy {test['accuracy']:.4f}" if test else f"{run.run_dir}: no test split")
+        return _export_after(run.run_dir, formats, args)
     return 0
 
 
@@ -246,6 +326,40 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export.formats import parse_formats
+
+    formats = parse_formats(args.formats)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .export import export, format_table
+
+    result = export(args.run, formats, output=args.output, max_accuracy_drop=args.max_accuracy_drop,
+                    data=args.export_data, calibration_images=args.calibration_images, threads=args.threads)
+    print(format_table(result))
+    print(f"report: {result.folder / 'export_report.json'}")
+    return 0 if result.ok else 1
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference.outputs import expand_inputs, write_predictions
+
+    if args.top_k < 1 or args.batch_size < 1:
+        raise ConfigError(f"--top-k and --batch-size must be at least 1; received {args.top_k} and {args.batch_size}.")
+    files, skipped = expand_inputs(args.images)
+    if skipped:
+        log.info("skipped %d non-image file(s) inside the folders given", skipped)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .inference import load_predictor
+
+    predictor = load_predictor(args.model, threads=args.threads)
+    results = predictor.predict_files(files, batch_size=args.batch_size)
+    write_predictions(sys.stdout, results, predictor, args.top_k, args.output_format)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(f"kclassify: {len(failed)} of {len(results)} file(s) could not be predicted", file=sys.stderr)
+    return 1 if failed or not results else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,3 +56,30 @@ def stop_after(epoch: int):
                 raise KeyboardInterrupt
 
     return StopAfter()
+
+
+TINY = {"image_size": 16, "batch_size": 8, "epochs": 3, "augment": 0.0, "seed": 1, "lr": 3e-3}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run folder of the small CNN on 3 colour classes (shared; never modify it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KCLASSIFY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kclassify-cache"))
+        from kclassify import fit
+
+        root = tmp_path_factory.mktemp("tiny")
+        data = write_class_folder(root / "data", per_class=20)
+        result = fit(data=str(data), output=root / "run", verbose=0, **TINY)
+    assert result.metrics["test"]["accuracy"] == 1.0, result.metrics  # separable colours: a broken fit fails here
+    return result.run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory):
+    """Every export format of :func:`tiny_run`, written once into its own folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KCLASSIFY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kclassify-cache"))
+        from kclassify.export import export
+
+        return export(tiny_run, "all", output=tmp_path_factory.mktemp("tiny-export") / "export", latency_runs=5)

@@ -39,21 +39,21 @@ class KerasPredictor(Predictor):
         spec = tf.TensorSpec((None, *shape[1:]), tf.float32)
         self._call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
-    @classmethod
-    def load(cls, path: Path, labels: list[str]) -> "KerasPredictor":
-        import keras
-
-        try:  # safe mode: a .keras file must not run code on load (Lambda layers are refused)
-            model = keras.models.load_model(path, compile=False, safe_mode=True)
-        except Exception as e:  # noqa: BLE001 - Keras raises ValueError, zipfile and OSError alike
-            raise ModelLoadError(
-                f"{path} is not a Keras model kclassify can load ({type(e).__name__}: "
-                f"{_first_line(e)}). Expected a .keras file saved by kclassify fit or model.save()."
-            ) from None
-        return cls(model, labels, path)
-
     def _predict_batch(self, images: np.ndarray) -> np.ndarray:
         return self._call(images.astype(np.float32)).numpy()
+
+
+def load_keras_model(path: Path):
+    """A ``.keras`` file loaded with safe mode on (a file must not run code on load: Lambda layers are refused)."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - Keras raises ValueError, zipfile and OSError alike
+        raise ModelLoadError(
+            f"{path} is not a Keras model kclassify can load ({type(e).__name__}: "
+            f"{_first_line(e)}). Expected a .keras file saved by kclassify fit or model.save()."
+        ) from None
 
 
 class SavedModelPredictor(Predictor):

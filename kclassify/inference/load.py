@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ModelLoadError
-from .backends import KerasPredictor, SavedModelPredictor, TFLitePredictor
+from .backends import KerasPredictor, SavedModelPredictor, TFLitePredictor, load_keras_model
 from .predictor import Predictor, read_labels_file
 
 EXPECTED = ("a run folder (model.keras + labels.txt), a .keras file, a SavedModel folder written by "
@@ -20,11 +20,12 @@ def _run_folder(path: Path, threads: int | None) -> Predictor:
             f"{path} is a run folder without model.keras: its training has not finished. Rerun the same "
             "`kclassify fit` command to resume it, or pass a finished run."
         )
-    return KerasPredictor.load(model, _labels_beside(model, required=True))
+    return _keras_file(model, threads)
 
 
 def _keras_file(path: Path, threads: int | None) -> Predictor:
-    return KerasPredictor.load(path, _labels_beside(path, required=True))
+    model = load_keras_model(path)
+    return KerasPredictor(model, _labels_beside(path, required=True), path)
 
 
 def _savedmodel(path: Path, threads: int | None) -> Predictor:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from .. import config as config_mod
@@ -89,7 +90,7 @@ def fit(config: Config | None = None, *, output: str | Path | None = None, callb
         shutil.rmtree(run.root, ignore_errors=True)
         return FitResult(chief_run.root, model, history, {})
     model = _best_model(run, model)
-    metrics = _evaluate_test(model, datasets.get("test"))
+    metrics = _evaluate_test(model, data)
     _write_run_end(run, model, metrics, throughput, started, data)
     log.info("run folder: %s  test accuracy: %s", run.root,
              f"{metrics['test']['accuracy']:.4f}" if metrics["test"] else "n/a (no test split)")
@@ -170,7 +171,7 @@ def _run_info(cfg: Config, data: PreparedData, started: float, **extra) -> dict[
 def _datasets(cfg: Config, data: PreparedData, run: RunFolder, replicas: int = 1) -> dict[str, tf.data.Dataset]:
     size, batch, seed, n = cfg.data.image_size, cfg.train.batch_size, cfg.train.seed, len(data.classes)
     out = {}
-    for split in ("train", "val", "test"):
+    for split in ("train", "val"):  # the test split is scored through the inference layer
         paths, labels = data.subset(split)
         if not paths:
             continue
@@ -294,12 +295,26 @@ def _best_model(run: RunFolder, model):
     return model
 
 
-def _evaluate_test(model, test_ds) -> dict[str, Any]:
-    if test_ds is None:
+def _evaluate_test(model, data: PreparedData) -> dict[str, Any]:
+    """Test accuracy and cross-entropy of the final model, scored as every later command scores it.
+
+    The images go through the inference layer (the data layer's decode, then the model), as
+    ``evaluate``, ``export`` and ``predict`` do, so metrics.json matches what they report.
+    ``loss`` is the cross-entropy of the test labels whatever loss trained the model, so
+    runs trained with focal or MSE loss stay comparable.
+    """
+    from ..inference.backends import KerasPredictor
+
+    paths, labels = data.subset("test")
+    if not paths:
         log.warning("no test images: metrics.json records no test metrics")
         return {"test": None}
-    values = model.evaluate(test_ds, verbose=0, return_dict=True)
-    return {"test": {k: float(v) for k, v in values.items()}}
+    results = KerasPredictor(model, data.classes).predict_files(paths)
+    scored = [(r.probabilities, y) for r, y in zip(results, labels) if r.ok]
+    probs = np.stack([p for p, _ in scored])
+    y = np.asarray([label for _, label in scored])
+    picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    return {"test": {"accuracy": float(np.mean(probs.argmax(1) == y)), "loss": float(-np.mean(np.log(picked)))}}
 
 
 def _write_run_end(run, model, metrics, throughput, started, data) -> None:

@@ -1,0 +1,174 @@
+"""Export: every format converts and is checked by running the file; SavedModel speaks TF Serving; the gate bites."""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_image
+from kclassify.cli import main
+from kclassify.errors import ConfigError, ExportError
+from kclassify.export import FORMATS, parse_formats
+from kclassify.export.formats import Format
+
+LABELS = ["cat", "dog", "fox"]
+
+
+def test_every_format_exports_and_agrees_with_keras(tiny_export):
+    report = json.loads((tiny_export.folder / "export_report.json").read_text())
+    assert report["ok"] and report["split"] == "test" and report["images"] == tiny_export.images > 0
+    rows = {f["format"]: f for f in report["formats"]}
+    assert list(rows) == list(FORMATS)
+    for name, row in rows.items():
+        assert row["status"] == "ok", row
+        assert (tiny_export.folder / FORMATS[name].filename).exists()
+        assert row["accuracy"] == report["keras"]["accuracy"] == 1.0  # separable colours
+        assert row["agreement"] == 1.0 and row["accuracy_drop"] == 0.0 and row["latency_ms"] > 0
+    assert rows["tflite"]["size_vs_tflite"] == 1.0
+    assert rows["tflite-fp16"]["size_vs_tflite"] < 0.6  # float16 weights: half
+    assert rows["tflite-int8"]["size_vs_tflite"] < 0.35 and rows["tflite-dynamic"]["size_vs_tflite"] < 0.35
+    assert report["fastest"] in rows
+    assert (tiny_export.folder / "labels.txt").read_text().split() == LABELS
+
+
+def test_int8_file_is_fully_integer_and_the_check_catches_float_kernels(tiny_export):
+    from kclassify.export.tflite import check_integer, float_ops
+
+    int8 = (tiny_export.folder / "model_int8.tflite").read_bytes()
+    assert float_ops(int8) == []
+    check_integer(int8, "model_int8.tflite")
+    for name in ("model.tflite", "model_dynamic.tflite"):  # float kernels: must be caught
+        data = (tiny_export.folder / name).read_bytes()
+        assert any(op.startswith("CONV_2D(") for op in float_ops(data))
+        with pytest.raises(ExportError, match=r"not fully integer: \d+ operator\(s\) still compute in float"):
+            check_integer(data, name)
+
+
+def _jpeg(k: int, size: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(make_image(k, size, seed=77)).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_savedmodel_signatures_take_any_size_and_encoded_bytes(tiny_export):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(tiny_export.folder / "savedmodel" / "1"))
+    assert set(loaded.signatures) == {"serving_default", "serving_images"}
+    images = np.stack([make_image(k, 41, seed=3) for k in range(3)])  # not the model's 16 px
+    out = loaded.signatures["serving_images"](images=tf.constant(images))
+    assert [s.decode() for s in out["label"].numpy()] == LABELS
+    np.testing.assert_allclose(out["score"].numpy(), out["probabilities"].numpy().max(1))
+    jpegs = tf.constant([_jpeg(k, size) for k, size in ((2, 30), (0, 64), (1, 16))])
+    out = loaded.signatures["serving_default"](image_bytes=jpegs)
+    assert [s.decode() for s in out["label"].numpy()] == ["fox", "cat", "dog"]
+
+
+def test_a_tf_serving_rest_client_works_unchanged(tiny_export):
+    """The README's request and response, through TF Serving's JSON mapping."""
+    import tensorflow as tf
+
+    from kclassify.inference.tfserving import rest_predict
+
+    loaded = tf.saved_model.load(str(tiny_export.folder / "savedmodel" / "1"))
+    body = json.loads(json.dumps({"instances": [{"b64": base64.b64encode(_jpeg(1, 40)).decode()},
+                                                {"b64": base64.b64encode(_jpeg(2, 24)).decode()}]}))
+    status, doc = rest_predict(loaded.signatures, body)
+    assert status == 200 and list(doc) == ["predictions"] and len(doc["predictions"]) == 2
+    first = doc["predictions"][0]
+    assert set(first) == {"label", "score", "probabilities"}
+    assert first["label"] == "dog" and doc["predictions"][1]["label"] == "fox"
+    assert len(first["probabilities"]) == 3 and first["score"] == max(first["probabilities"])
+    json.dumps(doc, allow_nan=False)  # plain JSON
+    status, doc = rest_predict(loaded.signatures, {"signature_name": "serving_images",
+                                                    "instances": [make_image(0, 20).tolist()]})
+    assert status == 200 and doc["predictions"][0]["label"] == "cat"
+    status, doc = rest_predict(loaded.signatures, {"inputs": {"image_bytes": [{"b64": base64.b64encode(
+        _jpeg(0, 16)).decode()}]}})
+    assert status == 200 and doc["outputs"]["label"] == ["cat"]
+    bad = {
+        "no key": {"signature_name": "serving_default"},
+        "not base64": {"instances": [{"b64": "%%%"}]},
+        "not an image": {"instances": [{"b64": base64.b64encode(b"hello").decode()}]},
+        "unknown signature": {"signature_name": "nope", "instances": [1]},
+        "out of range": {"signature_name": "serving_images", "instances": [[[[300, 0, 0]]]]},
+    }
+    for case, body in bad.items():
+        status, doc = rest_predict(loaded.signatures, body)
+        assert status == 400 and set(doc) == {"error"} and doc["error"], case
+    assert "Unknown image file format" in rest_predict(loaded.signatures, bad["not an image"])[1]["error"]
+
+
+@pytest.mark.parametrize("name", ["model.tflite", "model_int8.tflite"])
+def test_mediapipe_image_classifier_reads_our_metadata(tiny_export, name):
+    mp = pytest.importorskip("mediapipe", reason="MediaPipe Tasks (pip install mediapipe) checks the metadata")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=str(tiny_export.folder / name)), max_results=3)
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for k, label in enumerate(LABELS):
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=make_image(k, 16, seed=11))
+            top = classifier.classify(image).classifications[0].categories[0]
+            assert top.category_name == label and top.score > 0.5
+
+
+def _degraded_tflite(src, path):
+    """The float32 TFLite writer, run on a copy of the model whose output bias always favours 'fox'."""
+    import keras
+
+    model = keras.models.clone_model(src.model)
+    model.set_weights(src.model.get_weights())
+    kernel, bias = model.get_layer("predictions").get_weights()
+    model.get_layer("predictions").set_weights([kernel, bias + np.array([0.0, 0.0, 50.0], "float32")])
+    FORMATS_ORIGINAL["tflite"].write(type(src)(**{**src.__dict__, "model": model}), path)
+
+
+FORMATS_ORIGINAL = dict(FORMATS)
+
+
+def test_the_gate_rejects_a_degraded_file_and_export_fails(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(FORMATS, "tflite", Format("tflite", "model.tflite", "degraded on purpose", True,
+                                                  _degraded_tflite))
+    out = tmp_path / "export"
+    code = main(["export", str(tiny_run), "--formats", "tflite,tflite-dynamic", "--output", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert not (out / "model.tflite").exists() and (out / "rejected-model.tflite").is_file()
+    assert (out / "model_dynamic.tflite").is_file()
+    report = json.loads((out / "export_report.json").read_text())
+    rows = {f["format"]: f for f in report["formats"]}
+    assert not report["ok"] and rows["tflite"]["status"] == "rejected" and rows["tflite-dynamic"]["status"] == "ok"
+    assert rows["tflite"]["accuracy_drop"] > 50 and "Kept as rejected-model.tflite" in rows["tflite"]["message"]
+    assert "must give Keras' class" in rows["tflite"]["message"]  # float32: the agreement rule too
+    assert "rejected" in printed and "tflite-dynamic" in printed
+
+
+def test_formats_are_parsed_from_the_table():
+    assert parse_formats(None) == ["savedmodel", "tflite", "tflite-int8"]
+    assert parse_formats("tflite-int8, savedmodel") == ["savedmodel", "tflite-int8"]
+    assert parse_formats("all") == list(FORMATS)
+    with pytest.raises(ConfigError, match="Did you mean 'tflite-int8'"):
+        parse_formats("tflite-int9")
+
+
+def test_export_refuses_an_unfinished_run_and_a_moved_dataset(tiny_run, tmp_path, capsys):
+    import shutil
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("{}")
+    assert main(["export", str(unfinished)]) == 2
+    assert "not a finished run" in capsys.readouterr().err
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_run, moved, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    text = (moved / "config.yaml").read_text().replace(str(tiny_run.parent / "data"), str(tmp_path / "gone"))
+    (moved / "config.yaml").write_text(text)
+    assert main(["export", str(moved), "--formats", "tflite"]) == 2
+    assert "pass --data with its new location" in capsys.readouterr().err
+    assert main(["export", str(moved), "--formats", "tflite", "--data", str(tiny_run.parent / "data")]) == 0
+    assert (moved / "export" / "model.tflite").is_file()
