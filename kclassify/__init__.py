@@ -1,6 +1,7 @@
 """kclassify: image classification with TensorFlow/Keras, from a folder of images to a served model.
 
-``from kclassify import fit, tune`` works without importing TensorFlow until they are called.
+``from kclassify import fit, tune, load_predictor`` works without importing TensorFlow until they are
+called; ``from kclassify.export import export`` exports a run folder.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ __version__ = "0.1.0"
 
 from .config import Config, DataConfig, ModelConfig, TrainConfig, build_config, load_yaml
 from .data import prepare_data
-from .errors import ConfigError, DataError, KClassifyError, RunFolderError, UnknownBackboneError, WeightsError
+from .errors import (ConfigError, DataError, ExportError, KClassifyError, ModelLoadError, RunFolderError,
+                     UnknownBackboneError, WeightsError)
 from .models import build_classifier
 from .tuning import load_space
 
@@ -19,6 +21,9 @@ _LAZY = {
     "tune": ("kclassify.tuning.tune", "tune"),
     "Budget": ("kclassify.tuning.tune", "Budget"),
     "TuneResult": ("kclassify.tuning.tune", "TuneResult"),
+    "load_predictor": ("kclassify.inference", "load_predictor"),
+    "Predictor": ("kclassify.inference", "Predictor"),
+    "ExportResult": ("kclassify.export", "ExportResult"),
 }
 
 
@@ -33,6 +38,7 @@ def __getattr__(name):  # PEP 562: TensorFlow is imported on first use of fit, n
 
 __all__ = [
     "Budget", "TuneResult", "load_space", "tune",
+    "ExportResult", "ModelLoadError", "ExportError", "Predictor", "load_predictor",
     "Config", "ConfigError", "DataConfig", "DataError", "FitResult", "KClassifyError", "ModelConfig",
     "RunFolderError", "TrainConfig", "UnknownBackboneError", "WeightsError", "build_classifier",
     "build_config", "fit", "load_yaml", "prepare_data",

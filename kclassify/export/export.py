@@ -49,6 +49,7 @@ class FormatReport:
     agreement: float | None = None  # share of images where its top-1 class is Keras' top-1 class
     latency_ms: float | None = None  # median single-image latency here
     latency_vs_tflite: float | None = None
+    outside_xnnpack: dict[str, int] | None = None  # .tflite ops LiteRT runs off XNNPACK's fast path
     message: str = ""
 
 
@@ -118,6 +119,8 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
             probs = np.stack([r.probabilities for r in predictor.predict_files(paths)])
             _score_report(report, probs, y, keras_top, keras_info["accuracy"])
             report.latency_ms = round(predictor.latency_ms(images[0], latency_runs), 3)
+            if predictor.kind == "tflite":
+                report.outside_xnnpack = predictor.ops_outside_delegate()
             _gate(report, FORMATS[name], max_accuracy_drop, out)
         reports.append(report)
     result = ExportResult(out, split, len(paths), keras_info, reports,
@@ -250,6 +253,8 @@ def format_table(result: ExportResult) -> str:
     lines.append(f"scored on {result.images} {result.split} images; latency: median single image, this machine, "
                  f"{result.settings.get('threads')} thread(s); fastest here: {result.fastest or 'n/a'}")
     lines += [f"{f.format}: {f.message}" for f in result.formats if f.message]
+    lines += [f"{f.format}: ops off XNNPACK's fast path: " + ", ".join(f"{op} x{n}" for op, n in f.outside_xnnpack.items())
+              for f in result.formats if f.outside_xnnpack]
     return "\n".join(lines)
 
 

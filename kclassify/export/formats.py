@@ -57,9 +57,10 @@ def _write_savedmodel(src: Source, path: Path) -> None:
 def _tflite_writer(options: Callable[[Source], dict], *, integer: bool = False) -> Callable[[Source, Path], None]:
     def write(src: Source, path: Path) -> None:
         from .metadata import with_metadata
-        from .tflite import check_integer, convert
+        from .tflite import check_integer, convert, integer_friendly
 
-        data = convert(src.model, src.image_size, options(src))
+        model = integer_friendly(src.model) if integer else src.model
+        data = convert(model, src.image_size, options(src))
         if integer:
             check_integer(data, path.name)
         data = with_metadata(data, src.labels, name=src.name, description=src.description, version=src.version,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from pathlib import Path
@@ -81,6 +82,62 @@ def full_integer_options(calibration: np.ndarray) -> dict:
         "inference_input_type": tf.uint8,
         "inference_output_type": tf.uint8,
     }
+
+
+def integer_friendly(model):
+    """A copy of ``model`` whose hard-swish activations quantize into ops XNNPACK runs in int8.
+
+    TFLite's converter fuses hard-swish into one HARD_SWISH op, which XNNPACK (LiteRT's CPU
+    fast path) runs only in float: in an int8 file each one falls back to LiteRT's own
+    kernel and splits the graph. Measured here on MobileNetV3Small at 96 px, 1 thread: 18
+    HARD_SWISH ops left XNNPACK, the graph ran as 19 partitions, and the int8 file took
+    0.57 ms against 0.18 ms in float32. Written as ``relu6(x + 3) * (x / 6)`` (same values)
+    the converter emits ADD (with the ReLU6 fused), MUL, MUL, all delegated in int8.
+    Other models come back unchanged (the same object).
+    """
+    import keras
+
+    if not any(_is_hard_swish(layer) for layer in _all_layers(model)):
+        return model
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        if _is_hard_swish(layer):
+            return _hard_swish_class()(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _is_hard_swish(layer) -> bool:
+    import keras
+
+    return isinstance(layer, keras.layers.Activation) and layer.get_config().get("activation") in (
+        "hard_swish", "hard_silu")
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+@functools.cache
+def _hard_swish_class():
+    import keras
+    from keras import ops
+
+    class HardSwish(keras.layers.Layer):
+        """hard_swish(x) = x * relu6(x + 3) / 6, in an order TFLite does not fuse into HARD_SWISH."""
+
+        def call(self, x):
+            return ops.relu6(x + 3.0) * (x * (1.0 / 6.0))
+
+    return HardSwish
 
 
 def float_ops(model_bytes: bytes) -> list[str]:

@@ -136,6 +136,34 @@ class TFLitePredictor(Predictor):
         self.threads = threads
         super().__init__(path, labels, shape[1], np.dtype(self._in["dtype"]).name)
 
+    def ops_outside_delegate(self) -> dict[str, int]:
+        """Operators LiteRT runs with its own kernels instead of the XNNPACK delegate, by op name.
+
+        A delegate node stands for one partition of the graph; a node of the model lies outside
+        every partition when no delegate produces its outputs and they are consumed by a
+        delegate, the model's output, or another such node. Empty: the whole graph is on the
+        fast path. (LiteRT's Python API exposes nodes, not the execution plan.)
+        """
+        it = self.interpreter._interpreter
+        nodes = range(it.NumNodes())
+        delegates = [n for n in nodes if it.NodeName(n) == "DELEGATE"]
+        made = {t for n in delegates for t in it.NodeOutputs(n)}
+        wanted = {t for n in delegates for t in it.NodeInputs(n)} | set(it.OutputIndices())
+        candidates = [n for n in nodes if n not in delegates and not set(it.NodeOutputs(n)) & made]
+        outside: set[int] = set()
+        changed = True
+        while changed:  # back from the partitions' inputs and the model's outputs, through undelegated chains
+            changed = False
+            for n in candidates:
+                if n not in outside and set(it.NodeOutputs(n)) & wanted:
+                    outside.add(n)
+                    wanted |= set(it.NodeInputs(n))
+                    changed = True
+        counts: dict[str, int] = {}
+        for n in sorted(outside):
+            counts[it.NodeName(n)] = counts.get(it.NodeName(n), 0) + 1
+        return counts
+
     def _predict_batch(self, images: np.ndarray) -> np.ndarray:
         out = []
         for image in images:
