@@ -215,7 +215,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     test = result.metrics.get("test")
     summary = f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}" if test else "no test split"
     print(f"{result.run_dir}: {summary}")
-    return _export_after(result.run_dir, formats, args)
+    return _export_after(result, formats, args)
 
 
 def _export_formats(args: argparse.Namespace) -> list[str] | None:
@@ -227,12 +227,13 @@ def _export_formats(args: argparse.Namespace) -> list[str] | None:
     return parse_formats(args.export)
 
 
-def _export_after(run_dir, formats: list[str] | None, args: argparse.Namespace) -> int:
-    if not formats or run_dir is None:
+def _export_after(result, formats: list[str] | None, args: argparse.Namespace) -> int:
+    """Export a run fit just finished; on a multi-worker cluster only the chief (it has the metrics) does."""
+    if not formats or not result.metrics:
         return 0
     from .export import export, format_table
 
-    result = export(run_dir, formats, max_accuracy_drop=args.max_accuracy_drop)
+    result = export(result.run_dir, formats, max_accuracy_drop=args.max_accuracy_drop)
     print(format_table(result))
     print(f"{result.folder}: {'exported' if result.ok else 'export FAILED its checks'}")
     return 0 if result.ok else 1
@@ -288,7 +289,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   verbose=1 if args.verbose_trials else 2)
         test = run.metrics.get("test")
         print(f"{run.run_dir}: test accuracy {test['accuracy']:.4f}" if test else f"{run.run_dir}: no test split")
-        return _export_after(run.run_dir, formats, args)
+        return _export_after(run, formats, args)
     return 0
 
 
@@ -348,6 +349,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.batch_size < 1:
         raise ConfigError(f"--top-k and --batch-size must be at least 1; received {args.top_k} and {args.batch_size}.")
     files, skipped = expand_inputs(args.images)
+    if not files:
+        raise ConfigError(f"No image files in {', '.join(args.images)} ({skipped} non-image file(s) skipped). Pass "
+                          "image files or folders holding them.")
     if skipped:
         log.info("skipped %d non-image file(s) inside the folders given", skipped)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ def test_every_format_exports_and_agrees_with_keras(tiny_export):
     assert rows["tflite"]["size_vs_tflite"] == 1.0
     assert rows["tflite-fp16"]["size_vs_tflite"] < 0.6  # float16 weights: half
     assert rows["tflite-int8"]["size_vs_tflite"] < 0.35 and rows["tflite-dynamic"]["size_vs_tflite"] < 0.35
-    assert report["fastest"] in rows
+    assert report["fastest_tflite"] in rows and report["fastest_tflite"].startswith("tflite")
     assert (tiny_export.folder / "labels.txt").read_text().split() == LABELS
 
 
@@ -39,11 +40,32 @@ def test_int8_file_is_fully_integer_and_the_check_catches_float_kernels(tiny_exp
     int8 = (tiny_export.folder / "model_int8.tflite").read_bytes()
     assert float_ops(int8) == []
     check_integer(int8, "model_int8.tflite")
+    float_io = _int8_with_float_io(tiny_export)  # integer inside, float at both ends: not what phones feed
+    assert float_ops(float_io) == []
+    with pytest.raises(ExportError, match=r"takes \['FLOAT32'\] and returns \['FLOAT32'\]"):
+        check_integer(float_io, "float_io.tflite")
     for name in ("model.tflite", "model_dynamic.tflite"):  # float kernels: must be caught
         data = (tiny_export.folder / name).read_bytes()
         assert any(op.startswith("CONV_2D(") for op in float_ops(data))
         with pytest.raises(ExportError, match=r"not fully integer: \d+ operator\(s\) still compute in float"):
             check_integer(data, name)
+
+
+def _int8_with_float_io(tiny_export) -> bytes:
+    import tensorflow as tf
+
+    from kclassify.export.tflite import convert, full_integer_options
+
+    model = _tiny_model(tiny_export)
+    options = full_integer_options(np.stack([make_image(k % 3, 16, seed=k) for k in range(6)]))
+    options.update(inference_input_type=tf.float32, inference_output_type=tf.float32)
+    return convert(model, 16, options)
+
+
+def _tiny_model(tiny_export):
+    from kclassify.inference import load_predictor
+
+    return load_predictor(tiny_export.settings["run"]).model
 
 
 def _jpeg(k: int, size: int) -> bytes:
@@ -105,7 +127,7 @@ def test_a_tf_serving_rest_client_works_unchanged(tiny_export):
 
 @pytest.mark.parametrize("name", ["model.tflite", "model_int8.tflite"])
 def test_mediapipe_image_classifier_reads_our_metadata(tiny_export, name):
-    mp = pytest.importorskip("mediapipe", reason="MediaPipe Tasks (pip install mediapipe) checks the metadata")
+    import mediapipe as mp  # a test dependency (.[dev]): the real ImageClassifier an Android app runs
     from mediapipe.tasks.python import BaseOptions, vision
 
     options = vision.ImageClassifierOptions(
@@ -131,21 +153,52 @@ def _degraded_tflite(src, path):
 FORMATS_ORIGINAL = dict(FORMATS)
 
 
-def test_the_gate_rejects_a_degraded_file_and_export_fails(tiny_run, tmp_path, monkeypatch, capsys):
+def test_the_gate_rejects_a_degraded_file_and_keeps_the_shipped_one(tiny_run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--formats", "tflite", "--output", str(out)]) == 0
+    shipped = (out / "model.tflite").read_bytes()
+    capsys.readouterr()
     monkeypatch.setitem(FORMATS, "tflite", Format("tflite", "model.tflite", "degraded on purpose", True,
                                                   _degraded_tflite))
-    out = tmp_path / "export"
     code = main(["export", str(tiny_run), "--formats", "tflite,tflite-dynamic", "--output", str(out)])
     printed = capsys.readouterr().out
     assert code == 1
-    assert not (out / "model.tflite").exists() and (out / "rejected-model.tflite").is_file()
-    assert (out / "model_dynamic.tflite").is_file()
+    assert (out / "model.tflite").read_bytes() == shipped  # the earlier, good file still ships
+    assert (out / "rejected-model.tflite").is_file() and (out / "model_dynamic.tflite").is_file()
+    assert not list(out.glob(".staging-*"))
     report = json.loads((out / "export_report.json").read_text())
     rows = {f["format"]: f for f in report["formats"]}
     assert not report["ok"] and rows["tflite"]["status"] == "rejected" and rows["tflite-dynamic"]["status"] == "ok"
     assert rows["tflite"]["accuracy_drop"] > 50 and "Kept as rejected-model.tflite" in rows["tflite"]["message"]
     assert "must give Keras' class" in rows["tflite"]["message"]  # float32: the agreement rule too
     assert "rejected" in printed and "tflite-dynamic" in printed
+
+
+def test_a_format_that_fails_is_reported_and_the_others_ship(tiny_run, tmp_path, monkeypatch):
+    from kclassify.export import export
+
+    def broken(src, path):
+        raise RuntimeError("converter exploded\nsecond line")
+
+    monkeypatch.setitem(FORMATS, "tflite-fp16", Format("tflite-fp16", "model_fp16.tflite", "broken", False, broken))
+    result = export(tiny_run, "tflite-fp16,savedmodel", output=tmp_path / "a", latency_runs=2)
+    rows = {f.format: f for f in result.formats}
+    assert rows["tflite-fp16"].status == "failed" and rows["tflite-fp16"].message == "RuntimeError: converter exploded"
+    assert rows["savedmodel"].status == "ok" and not result.ok
+    assert Path(rows["savedmodel"].file) == tmp_path / "a" / "savedmodel" / "1"
+    again = export(tiny_run, "savedmodel", output=tmp_path / "a", latency_runs=2)  # TF Serving: a new version
+    assert Path(again.formats[0].file) == tmp_path / "a" / "savedmodel" / "2" and (tmp_path / "a" / "savedmodel" / "1").is_dir()
+    from kclassify.inference import load_predictor
+
+    assert load_predictor(tmp_path / "a" / "savedmodel").path.name == "2"
+    users = tmp_path / "my_assets"
+    users.mkdir()
+    (users / "labels.txt").write_text("mine")
+    with pytest.raises(ExportError, match="kclassify did not export"):
+        export(tiny_run, "tflite", output=users)
+    assert (users / "labels.txt").read_text() == "mine"
+    with pytest.raises(ConfigError, match="calibration_images must be at least 1"):
+        export(tiny_run, "tflite-int8", output=tmp_path / "b", calibration_images=0)
 
 
 def test_formats_are_parsed_from_the_table():
@@ -172,3 +225,28 @@ def test_export_refuses_an_unfinished_run_and_a_moved_dataset(tiny_run, tmp_path
     assert "pass --data with its new location" in capsys.readouterr().err
     assert main(["export", str(moved), "--formats", "tflite", "--data", str(tiny_run.parent / "data")]) == 0
     assert (moved / "export" / "model.tflite").is_file()
+
+
+@pytest.mark.slow
+def test_int8_mobilenet_v3_keeps_hard_swish_on_xnnpack(tmp_path):
+    """HARD_SWISH runs off XNNPACK in int8 (3x slower there); the rewrite computes the same and quantizes into ops it runs."""
+    from kclassify.export.tflite import convert, float_ops, full_integer_options, integer_friendly
+    from kclassify.inference.backends import TFLitePredictor
+    from kclassify.models.build import build_classifier
+
+    model = build_classifier("mobilenet_v3_small", 3, 32)
+    x = np.stack([make_image(k % 3, 32, seed=k) for k in range(6)]).astype("float32")
+    rewritten = integer_friendly(model)
+    assert rewritten is not model
+    np.testing.assert_allclose(rewritten.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    small = build_classifier("small_cnn", 3, 16)
+    assert integer_friendly(small) is small  # nothing to rewrite: the same object
+    calibration = np.stack([make_image(k % 3, 32, seed=100 + k) for k in range(12)])
+    data = {}
+    for name, m in (("fused", model), ("rewritten", rewritten)):
+        data[name] = convert(m, 32, full_integer_options(calibration))
+        assert float_ops(data[name]) == []
+        (tmp_path / f"{name}.tflite").write_bytes(data[name])
+    outside = {n: TFLitePredictor(tmp_path / f"{n}.tflite", ["a", "b", "c"]).ops_outside_delegate() for n in data}
+    assert outside["fused"].get("HARD_SWISH", 0) > 5  # the failure this guards against
+    assert "HARD_SWISH" not in outside["rewritten"]

@@ -79,19 +79,36 @@ def test_predict_files_reports_bad_files_and_predicts_the_rest(tiny_run, tmp_pat
     assert "Pillow" in errors["text.jpg"] and "decode" in errors["cut.jpg"]
 
 
-def test_predict_files_decodes_exactly_like_the_training_pipeline(tiny_run, tmp_path):
-    """The file path and the in-memory path agree to the last bit: one decode, no second resize."""
-    import tensorflow as tf
+def test_predict_files_sees_the_pixels_training_saw(tiny_run, tmp_path):
+    """A file predicted through the inference layer equals the image the training pipeline fed, to the bit."""
     from PIL import Image
 
-    from kclassify.data.pipeline import decode_image
+    from kclassify.data.pipeline import decoded
 
     path = tmp_path / "photo.jpg"
     Image.fromarray(make_image(1, 50, seed=9)).save(path, quality=80)
     predictor = load_predictor(tiny_run)
-    decoded = decode_image(tf.constant(str(path)), 16).numpy()
+    (training_image, _), = decoded([str(path)], [0], 16, cache=None).as_numpy_iterator()
     from_file = predictor.predict_files([path])[0].probabilities
-    np.testing.assert_array_equal(from_file, predictor.predict(decoded[None])[0])
+    np.testing.assert_array_equal(from_file, predictor.predict(training_image[None])[0])
+
+
+def test_quantized_inputs_follow_metadata_normalization_and_tensor_scale():
+    from kclassify.inference.backends import _dequantize, _quantize
+
+    pixels = np.array([[0, 64, 128, 255]], np.uint8)
+    ours = {"dtype": np.uint8, "quantization": (1.0, 0)}
+    assert _quantize(pixels, ours) is pixels  # camera bytes straight in
+    classic = {"dtype": np.uint8, "quantization": (1 / 128, 128)}  # a [-1, 1] model, mean/std 127.5
+    q = _quantize(pixels, classic, ([127.5], [127.5]))
+    assert q.dtype == np.uint8 and np.abs(q.astype(int) - pixels.astype(int)).max() <= 1
+    signed = {"dtype": np.int8, "quantization": (1.0, -128)}
+    assert _quantize(pixels, signed).tolist() == [[-128, -64, 0, 127]]
+    floats = {"dtype": np.float32, "quantization": (0.0, 0)}
+    np.testing.assert_allclose(_quantize(pixels, floats, ([127.5], [127.5])), [[-1, -0.4980392, 0.0039216, 1]],
+                               atol=1e-6)
+    out = {"dtype": np.uint8, "quantization": (1 / 256, 0)}
+    np.testing.assert_allclose(_dequantize(np.array([0, 128, 255], np.uint8), out), [0, 0.5, 255 / 256])
 
 
 def test_tflite_labels_travel_in_the_metadata(tiny_export, tmp_path):

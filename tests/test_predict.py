@@ -60,6 +60,14 @@ def test_fit_export_trains_then_exports_in_one_command(tmp_path, capsys):
     assert [f["format"] for f in report["formats"]] == ["tflite-int8"] and report["ok"]
 
 
+def test_predict_without_images_says_so(tiny_run, tmp_path, capsys):
+    (tmp_path / "notes.md").write_text("no images here")
+    assert main(["predict", str(tiny_run), str(tmp_path)]) == 2
+    assert "No image files in" in capsys.readouterr().err
+    assert main(["predict", str(tiny_run), str(tmp_path / "notes.md"), "--threads", "0"]) == 2
+    assert "threads must be at least 1" in capsys.readouterr().err
+
+
 def test_tune_export_needs_then_fit(capsys):
     assert main(["tune", "--export", "tflite"]) == 2
     assert "--export exports the retrained best run: add --then-fit" in capsys.readouterr().err

@@ -22,7 +22,7 @@ import numpy as np
 from .. import __version__
 from ..config import from_yaml_file
 from ..data import prepare_data
-from ..errors import DataError, ExportError, RunFolderError
+from ..errors import ConfigError, DataError, ExportError, RunFolderError
 from ..inference import load_predictor
 from ..runs import RunFolder, write_json
 from .formats import DEFAULT_FORMATS, FORMATS, Source, parse_formats
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FLOAT_AGREEMENT = 0.999  # float32 files must predict Keras' class on at least this share of images
 REJECTED_PREFIX = "rejected-"
+STAGING_PREFIX = ".staging-"
 REPORT = "export_report.json"
 
 
@@ -73,10 +74,15 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
            threads: int = 1, latency_runs: int = 50) -> ExportResult:
     """Export a finished run folder and check every file it writes.
 
+    Each file is written under a staging name, scored, then moved to its name (or to
+    ``rejected-<name>``), so a file shipped by an earlier export is only ever replaced by one
+    that passed. A format that fails to convert gets a ``failed`` row and the others go on.
+
     Args:
         run: a run folder written by ``kclassify fit``.
         formats: names from :data:`kclassify.export.formats.FORMATS`, or a comma-separated string.
-        output: where the files go (default ``RUN/export``).
+        output: where the files go (default ``RUN/export``); an existing folder must be empty or
+            hold an earlier export.
         max_accuracy_drop: accuracy points a format may lose against the Keras model.
         data: the run's data source when it has moved (default: the one in config.yaml).
         calibration_images: training images full-integer quantization is calibrated on.
@@ -88,21 +94,22 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
         [('tflite', 'ok'), ('tflite-int8', 'ok')]
     """
     names = parse_formats(formats)
+    _check_settings(max_accuracy_drop, calibration_images, threads, latency_runs)
     folder = RunFolder(Path(run).expanduser())
     if not folder.is_complete():
         raise RunFolderError(f"{folder.root} is not a finished run (no model.keras and metrics.json): expected a "
                              "run folder written by `kclassify fit`. Finish or rerun the fit first.")
-    out = Path(output).expanduser() if output else folder.root / "export"
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(Path(output).expanduser() if output else folder.root / "export")
     cfg = from_yaml_file(folder.config)
-    prepared = _data(folder, cfg, data)
-    split, paths, labels = _scoring_split(prepared)
     reference = load_predictor(folder.root)
+    prepared = _data(folder, cfg, data, reference.labels)
+    split, paths, y = _scoring_split(prepared)
     log.info("scoring on the %s split: %d images", split, len(paths))
-    keras_probs, y, images = _score(reference, paths, labels)
-    keras_top = keras_probs.argmax(1)
-    keras_info = {"accuracy": _accuracy(keras_top, y),
-                  "latency_ms": round(reference.latency_ms(images[0], latency_runs), 3)}
+    from ..data.pipeline import decode_files
+
+    images = decode_files(paths, reference.image_size)  # the data layer's decode, once for every file
+    keras_top = reference.predict(images).argmax(1)
+    keras_info = {"accuracy": _accuracy(keras_top, y), "latency_ms": round(reference.latency_ms(images[0], latency_runs), 3)}
     source = Source(
         model=reference.model, labels=reference.labels, image_size=reference.image_size,
         name=f"kclassify {cfg.model.backbone} classifier",
@@ -113,15 +120,32 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
     )
     reports = []
     for name in names:
-        report = _export_one(FORMATS[name], source, out, threads, latency_runs, images[0])
-        if report.status == "ok":
-            predictor = load_predictor(out / FORMATS[name].filename, threads=threads)
-            probs = np.stack([r.probabilities for r in predictor.predict_files(paths)])
-            _score_report(report, probs, y, keras_top, keras_info["accuracy"])
+        fmt = FORMATS[name]
+        staging = out / f"{STAGING_PREFIX}{fmt.filename}"
+        _remove(staging)
+        log.info("exporting %s", fmt.name)
+        report = FormatReport(fmt.name, None, "failed", fmt.description)
+        try:
+            fmt.write(source, staging)
+            report.size_bytes = _size(staging)
+            predictor = load_predictor(staging, threads=threads)
+            _score_report(report, predictor.predict(images), y, keras_top, keras_info["accuracy"])
             report.latency_ms = round(predictor.latency_ms(images[0], latency_runs), 3)
             if predictor.kind == "tflite":
                 report.outside_xnnpack = predictor.ops_outside_delegate()
-            _gate(report, FORMATS[name], max_accuracy_drop, out)
+            del predictor
+        except Exception as e:  # noqa: BLE001 - one format failing must not stop the others
+            _remove(staging)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            report.message = e.args[0] if isinstance(e, ExportError) else f"{type(e).__name__}: {first}"
+            log.warning("%s failed: %s", fmt.name, report.message)
+            reports.append(report)
+            continue
+        reasons = _gate_reasons(report, fmt, max_accuracy_drop)
+        report.status = "rejected" if reasons else "ok"
+        report.file = str(_ship(staging, out, fmt, rejected=bool(reasons)))
+        if reasons:
+            report.message = "; ".join(reasons) + f". Kept as {Path(report.file).relative_to(out)}, not shipped."
         reports.append(report)
     result = ExportResult(out, split, len(paths), keras_info, reports,
                           settings={"max_accuracy_drop": max_accuracy_drop, "threads": threads,
@@ -132,13 +156,39 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
     return result
 
 
-def _data(folder: RunFolder, cfg, data: str | None):
+def _check_settings(max_drop: float, calibration_images: int, threads: int, runs: int) -> None:
+    problems = [f"{name} must be {rule}; received {value!r}" for name, value, ok, rule in (
+        ("max_accuracy_drop", max_drop, max_drop >= 0, "0 or more"),
+        ("calibration_images", calibration_images, calibration_images >= 1, "at least 1"),
+        ("threads", threads, threads >= 1, "at least 1"),
+        ("latency_runs", runs, runs >= 1, "at least 1"),
+    ) if not ok]
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
+
+
+def _output_folder(out: Path) -> Path:
+    """The export folder: new, empty, or an earlier export's (never a folder of the user's files)."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--output {out} is a file: expected a folder for the exported files.")
+    if out.is_dir() and any(out.iterdir()) and not (out / REPORT).is_file():
+        raise ExportError(f"--output {out} already holds files that kclassify did not export (no {REPORT}). "
+                          "Pass a new or empty folder; export never writes among a user's own files.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _data(folder: RunFolder, cfg, data: str | None, labels: list[str]):
     spec = data or cfg.data.data
     try:
-        return prepare_data(spec, seed=cfg.train.seed, split_file=folder.split, min_images=1)
+        prepared = prepare_data(spec, seed=cfg.train.seed, split_file=folder.split, min_images=1)
     except DataError as e:
         raise DataError(f"Cannot read the run's data to check the exported files: {e} If the data moved, pass "
                         "--data with its new location.") from None
+    if list(prepared.classes) != list(labels):
+        raise DataError(f"{spec} has classes {prepared.classes}, but the run was trained on {labels}: its test split "
+                        "cannot score this model. Pass --data with the data the run was trained on.")
+    return prepared
 
 
 def _scoring_split(prepared):
@@ -150,17 +200,6 @@ def _scoring_split(prepared):
             return split, paths, np.asarray(labels)
     raise ExportError("The run has no test or validation images to check exported files on. Train with "
                       "--test-fraction above 0.")
-
-
-def _score(predictor, paths, labels):
-    results = predictor.predict_files(paths)
-    bad = [r for r in results if not r.ok]
-    if bad:
-        raise DataError(f"{len(bad)} scoring image(s) no longer decode (first: {bad[0].path}: {bad[0].error}).")
-    probs = np.stack([r.probabilities for r in results])
-    from ..data.pipeline import decode_files
-
-    return probs, labels, decode_files(paths[:1], predictor.image_size)
 
 
 def _calibration(prepared, image_size: int, count: int, seed: int):
@@ -181,59 +220,66 @@ def _calibration(prepared, image_size: int, count: int, seed: int):
     return images
 
 
-def _export_one(fmt, source: Source, out: Path, threads: int, runs: int, image) -> FormatReport:
-    path = out / fmt.filename
-    _remove(out / (REJECTED_PREFIX + fmt.filename))  # a stale rejection from an earlier export
-    log.info("exporting %s -> %s", fmt.name, path)
-    try:
-        fmt.write(source, path)
-    except ExportError as e:
-        _remove(path)
-        return FormatReport(fmt.name, None, "failed", fmt.description, message=str(e))
-    return FormatReport(fmt.name, str(path), "ok", fmt.description, size_bytes=_size(path))
-
-
 def _score_report(report: FormatReport, probs, y, keras_top, keras_accuracy) -> None:
     top = probs.argmax(1)
-    report.accuracy = _accuracy(top, y)
-    report.accuracy_drop = round((keras_accuracy - report.accuracy) * 100, 2)
-    report.agreement = round(float(np.mean(top == keras_top)), 4)
+    report.accuracy = float(np.mean(top == y))
+    report.accuracy_drop = (keras_accuracy - report.accuracy) * 100
+    report.agreement = float(np.mean(top == keras_top))
 
 
-def _gate(report: FormatReport, fmt, max_drop: float, out: Path) -> None:
+def _gate_reasons(report: FormatReport, fmt, max_drop: float) -> list[str]:
+    """Why a scored file must not ship (on unrounded figures: 99.89 % is not 99.9 %)."""
     reasons = []
-    if report.accuracy_drop > max_drop:
+    if report.accuracy_drop > max_drop + 1e-9:
         reasons.append(f"accuracy {report.accuracy:.4f} is {report.accuracy_drop:.2f} points below the Keras "
                        f"model (--max-accuracy-drop {max_drop:g})")
     if fmt.float32 and report.agreement < FLOAT_AGREEMENT:
         reasons.append(f"a float32 file must give Keras' class on {FLOAT_AGREEMENT:.1%} of images; it does on "
                        f"{report.agreement:.2%}")
-    if not reasons:
-        return
-    path = Path(report.file)
-    rejected = out / (REJECTED_PREFIX + path.name)
-    _remove(rejected)
-    os.replace(path, rejected)
-    report.status, report.file = "rejected", str(rejected)
-    report.message = "; ".join(reasons) + f". Kept as {rejected.name}, not shipped."
+    return reasons
+
+
+def _ship(staging: Path, out: Path, fmt, *, rejected: bool) -> Path:
+    """Move a scored file from its staging name to its name, or to ``rejected-<name>``."""
+    name = (REJECTED_PREFIX if rejected else "") + fmt.filename
+    if fmt.versioned:  # a TF Serving base path: add the next version, keep the ones a server may be serving
+        base = out / name
+        versions = [int(p.name) for p in base.glob("*") if p.is_dir() and p.name.isdigit()] if base.is_dir() else []
+        if base.exists() and not base.is_dir():
+            _remove(base)
+        target = base / str(max(versions, default=0) + 1)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        target = out / name
+        _remove(target)
+    os.replace(staging, target)
+    if not rejected and not fmt.versioned:
+        _remove(out / (REJECTED_PREFIX + fmt.filename))  # a stale rejection from an earlier export
+    return target
 
 
 def _relative_costs(result: ExportResult) -> None:
     base = next((f for f in result.formats if f.format == "tflite" and f.size_bytes), None)
     for f in result.formats:
         if base and f.size_bytes and f.format != "savedmodel":
-            f.size_vs_tflite = round(f.size_bytes / base.size_bytes, 3)
+            f.size_vs_tflite = f.size_bytes / base.size_bytes
         if base and base.latency_ms and f.latency_ms:
-            f.latency_vs_tflite = round(f.latency_ms / base.latency_ms, 3)
-    timed = [f for f in result.formats if f.status == "ok" and f.latency_ms]
+            f.latency_vs_tflite = f.latency_ms / base.latency_ms
+    # Only .tflite files run on the same runtime and thread count; TensorFlow uses its own thread pool.
+    timed = [f for f in result.formats if f.status == "ok" and f.latency_ms and f.format.startswith("tflite")]
     result.fastest = min(timed, key=lambda f: f.latency_ms).format if timed else None
 
 
+ROUNDING = {"accuracy": 4, "accuracy_drop": 2, "agreement": 4, "size_vs_tflite": 3, "latency_vs_tflite": 3}
+
+
 def _report_doc(result: ExportResult) -> dict:
+    rows = [{k: round(v, ROUNDING[k]) if k in ROUNDING and v is not None else v for k, v in asdict(f).items()}
+            for f in result.formats]
     return {
-        "folder": str(result.folder), "split": result.split, "images": result.images, "keras": result.keras,
-        "fastest": result.fastest, "ok": result.ok, "settings": result.settings,
-        "formats": [asdict(f) for f in result.formats],
+        "folder": str(result.folder), "split": result.split, "images": result.images,
+        "keras": {k: round(v, 4) for k, v in result.keras.items()}, "fastest_tflite": result.fastest,
+        "ok": result.ok, "settings": result.settings, "formats": rows,
     }
 
 
@@ -250,8 +296,9 @@ def format_table(result: ExportResult) -> str:
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.append(f"scored on {result.images} {result.split} images; latency: median single image, this machine, "
-                 f"{result.settings.get('threads')} thread(s); fastest here: {result.fastest or 'n/a'}")
+    lines.append(f"scored on {result.images} {result.split} images; latency: median single image on this machine, "
+                 f".tflite through LiteRT with {result.settings.get('threads')} thread(s), keras and savedmodel "
+                 f"through TensorFlow's own thread pool; fastest .tflite here: {result.fastest or 'n/a'}")
     lines += [f"{f.format}: {f.message}" for f in result.formats if f.message]
     lines += [f"{f.format}: ops off XNNPACK's fast path: " + ", ".join(f"{op} x{n}" for op, n in f.outside_xnnpack.items())
               for f in result.formats if f.outside_xnnpack]
@@ -259,7 +306,7 @@ def format_table(result: ExportResult) -> str:
 
 
 def _accuracy(top, y) -> float:
-    return round(float(np.mean(top == y)), 4)
+    return float(np.mean(top == y))
 
 
 def _size(path: Path) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +32,8 @@ class Format:
         description: one line for the report and ``--help``.
         float32: computes in float32, so it must agree with the Keras model on practically
             every image (see :data:`kclassify.export.export.FLOAT_AGREEMENT`).
-        write: writes the artifact from a :class:`Source` to a path.
+        write: writes the artifact from a :class:`Source` to a (staging) path.
+        versioned: ``filename`` is a TF Serving base path and each export adds a numbered version.
     """
 
     name: str
@@ -42,16 +41,13 @@ class Format:
     description: str
     float32: bool
     write: Callable[[Source, Path], None]
+    versioned: bool = False
 
 
 def _write_savedmodel(src: Source, path: Path) -> None:
     from .savedmodel import write_savedmodel
 
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_savedmodel(src.model, src.labels, src.image_size, tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    write_savedmodel(src.model, src.labels, src.image_size, path)
 
 
 def _tflite_writer(options: Callable[[Source], dict], *, integer: bool = False) -> Callable[[Source, Path], None]:
@@ -63,11 +59,8 @@ def _tflite_writer(options: Callable[[Source], dict], *, integer: bool = False) 
         data = convert(model, src.image_size, options(src))
         if integer:
             check_integer(data, path.name)
-        data = with_metadata(data, src.labels, name=src.name, description=src.description, version=src.version,
-                             float_input=not integer)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        path.write_bytes(with_metadata(data, src.labels, name=src.name, description=src.description,
+                                       version=src.version, float_input=not integer))
 
     return write
 
@@ -92,7 +85,7 @@ def _int8(src: Source) -> dict:
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("savedmodel", "savedmodel", "SavedModel for TF Serving: image bytes or uint8 images in", True,
-           _write_savedmodel),
+           _write_savedmodel, versioned=True),
     Format("tflite", "model.tflite", "TFLite float32", True, _tflite_writer(lambda src: {})),
     Format("tflite-fp16", "model_fp16.tflite", "TFLite float16 weights (float32 compute on CPU)", False,
            _tflite_writer(_float16)),

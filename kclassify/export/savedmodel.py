@@ -9,8 +9,9 @@ functions (so a served image gets the pixels a trained one did):
 - ``serving_images``: ``images``, uint8 RGB ``[N, H, W, 3]`` of any size.
 
 Both return ``probabilities`` (float32 ``[N, classes]``), ``label`` (the top class name) and
-``score`` (its probability). The folder is written as TF Serving expects a model's base path:
-``savedmodel/1/`` is version 1.
+``score`` (its probability). ``export`` places it as TF Serving expects under a model's base
+path: ``savedmodel/1/``, then ``savedmodel/2/`` for the next export (TF Serving loads a new
+version number; it does not reload one it has served).
 """
 
 from __future__ import annotations
@@ -20,11 +21,8 @@ from pathlib import Path
 
 from ..inference.backends import BYTES_SIGNATURE, IMAGES_SIGNATURE, SAVEDMODEL_INFO
 
-VERSION = "1"
-
-
-def write_savedmodel(model, labels: list[str], image_size: int, folder: Path) -> Path:
-    """Save ``model`` with kclassify's two serving signatures under ``folder/1``; returns that path."""
+def write_savedmodel(model, labels: list[str], image_size: int, target: Path) -> None:
+    """Save ``model`` as a SavedModel folder ``target`` with kclassify's two serving signatures."""
     import keras
     import tensorflow as tf
 
@@ -51,10 +49,8 @@ def write_savedmodel(model, labels: list[str], image_size: int, folder: Path) ->
                          input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     archive.add_endpoint(IMAGES_SIGNATURE, classify,
                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    target = folder / VERSION
     archive.write_out(str(target), verbose=False)
     info = target / SAVEDMODEL_INFO
     info.parent.mkdir(parents=True, exist_ok=True)
     info.write_text(json.dumps({"labels": names, "image_size": size}, indent=1) + "\n", encoding="utf-8")
     (target / "assets.extra" / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
-    return target

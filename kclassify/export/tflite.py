@@ -168,8 +168,18 @@ def float_ops(model_bytes: bytes) -> list[str]:
     return found
 
 
+def io_types(model_bytes: bytes) -> tuple[list[str], list[str]]:
+    """Type names of a TFLite model's input and output tensors, e.g. (['UINT8'], ['UINT8'])."""
+    from tensorflow.lite.python import schema_py_generated as schema_fb
+
+    graph = schema_fb.Model.GetRootAs(model_bytes, 0).Subgraphs(0)
+    names = {v: k for k, v in vars(schema_fb.TensorType).items() if not k.startswith("_")}
+    return ([names[graph.Tensors(graph.Inputs(i)).Type()] for i in range(graph.InputsLength())],
+            [names[graph.Tensors(graph.Outputs(i)).Type()] for i in range(graph.OutputsLength())])
+
+
 def check_integer(model_bytes: bytes, filename: str) -> None:
-    """Raise :class:`ExportError` when a full-integer file computes anything in float."""
+    """Raise :class:`ExportError` unless a full-integer file is uint8 in, uint8 out and integer inside."""
     ops = float_ops(model_bytes)
     if ops:
         shown = ", ".join(ops[:5]) + (f" and {len(ops) - 5} more" if len(ops) > 5 else "")
@@ -177,6 +187,12 @@ def check_integer(model_bytes: bytes, filename: str) -> None:
             f"{filename} is not fully integer: {len(ops)} operator(s) still compute in float ({shown}). "
             "TFLite's converter left float kernels in the file (tensorflow#57619); it would run slower "
             "than measured and not on integer-only accelerators. Ship tflite-dynamic or tflite instead."
+        )
+    inputs, outputs = io_types(model_bytes)
+    if inputs != ["UINT8"] or outputs != ["UINT8"]:
+        raise ExportError(
+            f"{filename} takes {inputs} and returns {outputs}; a full-integer file must take and return UINT8 "
+            "(phones feed camera bytes; MediaPipe refuses other integer inputs)."
         )
 
 

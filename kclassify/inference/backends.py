@@ -77,6 +77,9 @@ class SavedModelPredictor(Predictor):
             )
         self.signatures = signatures
         self._images = signatures[IMAGES_SIGNATURE]
+        width = self._images.structured_outputs["probabilities"].shape[-1]
+        if width is not None:
+            check_output(path, int(width), info["labels"])
         super().__init__(path, info["labels"], info["image_size"], "uint8")
 
     def _predict_batch(self, images: np.ndarray) -> np.ndarray:
@@ -102,12 +105,15 @@ def _read_info(path: Path) -> dict:
 class TFLitePredictor(Predictor):
     """A ``.tflite`` file run by the LiteRT interpreter (XNNPACK on CPU), one image per call, as on a phone.
 
-    Quantized inputs and outputs are converted with the tensors' own scale and zero point.
+    Pixels are normalized as the file's metadata says (``normalization``: per-channel mean and
+    std; none for kclassify's files, whose models normalize inside), then quantized with the
+    input tensor's own scale and zero point; quantized outputs are dequantized the same way.
     """
 
     kind = "tflite"
 
-    def __init__(self, path: Path, labels: list[str], threads: int | None = None):
+    def __init__(self, path: Path, labels: list[str], threads: int | None = None,
+                 normalization: tuple[list[float], list[float]] | None = None):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -127,13 +133,16 @@ class TFLitePredictor(Predictor):
                                  "in and one probability vector out.")
         self._in, self._out = inputs[0], outputs[0]
         shape = tuple(int(s) for s in self._in["shape"])
-        if len(shape) != 4 or shape[-1] != 3 or shape[1] != shape[2]:
-            raise ModelLoadError(f"{path} takes input {shape}: expected square RGB images (1, S, S, 3).")
+        signature = tuple(int(s) for s in self._in.get("shape_signature", self._in["shape"]))
+        if len(shape) != 4 or shape[-1] != 3 or shape[1] != shape[2] or min(signature[1:], default=0) < 1:
+            raise ModelLoadError(f"{path} takes input {signature}: expected square RGB images of a fixed size "
+                                 "(1, S, S, 3).")
         check_output(path, int(self._out["shape"][-1]), labels)
         if shape[0] != 1:
             self.interpreter.resize_tensor_input(self._in["index"], [1, *shape[1:]])
             self.interpreter.allocate_tensors()
         self.threads = threads
+        self.normalization = normalization
         super().__init__(path, labels, shape[1], np.dtype(self._in["dtype"]).name)
 
     def ops_outside_delegate(self) -> dict[str, int]:
@@ -167,27 +176,33 @@ class TFLitePredictor(Predictor):
     def _predict_batch(self, images: np.ndarray) -> np.ndarray:
         out = []
         for image in images:
-            self.interpreter.set_tensor(self._in["index"], _quantize(image[None], self._in))
+            self.interpreter.set_tensor(self._in["index"], _quantize(image[None], self._in, self.normalization))
             self.interpreter.invoke()
             out.append(_dequantize(self.interpreter.get_tensor(self._out["index"])[0], self._out))
         return np.stack(out)
 
 
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+def _quantize(x: np.ndarray, detail: dict, normalization=None) -> np.ndarray:
+    """uint8 pixels to what the input tensor holds: normalized (metadata), then quantized (tensor)."""
     dtype = np.dtype(detail["dtype"])
-    if dtype == np.float32:
-        return x.astype(np.float32)
     scale, zero = detail["quantization"]
-    if dtype == np.uint8 and scale == 1.0 and zero == 0:
+    if normalization is None and dtype == np.uint8 and scale in (0.0, 1.0) and zero == 0:
         return x  # kclassify's int8 files take camera pixels as they are
+    real = x.astype(np.float32)
+    if normalization is not None:
+        mean, std = (np.asarray(v, np.float32) for v in normalization)
+        real = (real - mean) / std
+    if dtype == np.float32:
+        return real
+    if scale == 0.0:  # an integer input without quantization parameters takes the values as they are
+        return real.astype(dtype)
     info = np.iinfo(dtype)
-    q = np.round(x.astype(np.float32) / scale + zero)
-    return np.clip(q, info.min, info.max).astype(dtype)
+    return np.clip(np.round(real / scale + zero), info.min, info.max).astype(dtype)
 
 
 def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     scale, zero = detail["quantization"]
-    if np.issubdtype(y.dtype, np.integer):
+    if np.issubdtype(y.dtype, np.integer) and scale:
         return (y.astype(np.float32) - zero) * scale
     return y.astype(np.float32)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ModelLoadError
+from ..errors import ConfigError, ModelLoadError
 from .backends import KerasPredictor, SavedModelPredictor, TFLitePredictor, load_keras_model
 from .predictor import Predictor, read_labels_file
 
@@ -35,7 +35,10 @@ def _savedmodel(path: Path, threads: int | None) -> Predictor:
 def _tflite(path: Path, threads: int | None) -> Predictor:
     from .tflite_metadata import read_metadata
 
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelLoadError(f"{path} cannot be read ({e.strerror or e}): expected a readable .tflite file.") from None
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelLoadError(f"{path} is not a TFLite model (no TFL3 identifier): expected a .tflite file.")
     try:
@@ -43,7 +46,10 @@ def _tflite(path: Path, threads: int | None) -> Predictor:
     except Exception:  # noqa: BLE001 - a damaged metadata buffer: fall back to labels.txt
         meta = None
     labels = meta.labels if meta and meta.labels else _labels_beside(path, required=True)
-    return TFLitePredictor(path, labels, threads)
+    normalization = meta.normalization if meta else None
+    if normalization == ([0.0], [1.0]):
+        normalization = None  # kclassify's float files: the model normalizes inside
+    return TFLitePredictor(path, labels, threads, normalization)
 
 
 # kind -> loader; detect_kind() picks the key from what the path holds.
@@ -88,6 +94,8 @@ def load_predictor(path: str | Path, *, threads: int | None = None) -> Predictor
         >>> [p.probabilities.argmax() for p in predictor.predict_files(["seven.png"])]
         [7]
     """
+    if threads is not None and int(threads) < 1:
+        raise ConfigError(f"threads must be at least 1; received {threads}.")
     path = Path(path).expanduser()
     return LOADERS[detect_kind(path)](path, threads)
 

@@ -179,7 +179,11 @@ def _progress(total: int, progress: bool | None):
 
 def read_labels_file(path: Path) -> list[str]:
     """Class names, one a line, from a ``labels.txt``."""
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path} cannot be read as UTF-8 text ({e}): expected one class name a line.") from None
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
         raise ModelLoadError(f"{path} lists no class names: expected one class name a line.")
     return labels

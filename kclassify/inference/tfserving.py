@@ -50,6 +50,8 @@ def _predict(signatures: Mapping[str, Any], body: Any) -> dict:
     if not isinstance(body, Mapping):
         raise RestError("JSON Value: expected a JSON object with 'instances' or 'inputs'")
     name = body.get("signature_name", DEFAULT_SIGNATURE)
+    if not isinstance(name, str):
+        raise RestError(f"'signature_name' must be a string; received {_short(name)}")
     if name not in signatures:
         raise RestError(f"Serving signature name: \"{name}\" not found in signature def. "
                         f"Available: {', '.join(sorted(signatures))}")

@@ -311,6 +311,12 @@ def _evaluate_test(model, data: PreparedData) -> dict[str, Any]:
         return {"test": None}
     results = KerasPredictor(model, data.classes).predict_files(paths)
     scored = [(r.probabilities, y) for r, y in zip(results, labels) if r.ok]
+    if len(scored) < len(results):
+        bad = next(r for r in results if not r.ok)
+        log.warning("%d test image(s) could not be decoded and are not scored (first: %s: %s)",
+                    len(results) - len(scored), bad.path, bad.error)
+    if not scored:
+        return {"test": None}
     probs = np.stack([p for p, _ in scored])
     y = np.asarray([label for _, label in scored])
     picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
