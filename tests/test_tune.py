@@ -63,9 +63,10 @@ def test_rerun_resumes_and_tops_up_to_the_asked_count(small_data, tmp_path):
 def test_cli_tune_then_fit(small_data, tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["tune", "--data", str(small_data), "--space", "default", "--max-trials", "2", "--epochs", "1",
-                 "--image-size", "16", "--batch-size", "8", "--output", str(out), "--then-fit"])
+                 "--image-size", "16", "--batch-size", "8", "--output", str(out), "--then-fit", "--export", "tflite"])
     assert code == 0
     assert (out / "best_run" / "model.keras").is_file() and (out / "best_run" / "metrics.json").is_file()
+    assert (out / "best_run" / "export" / "model.tflite").is_file()  # search, retrain, export: one command
     best = load_yaml(out / "best_hparams.yaml")
     fitted = load_yaml(out / "best_run" / "config.yaml")
     assert all(fitted[k] == v for k, v in best.items())
