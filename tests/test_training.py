@@ -59,14 +59,10 @@ def test_each_loss_trains_a_step(loss):
 
 
 def test_balanced_class_weights():
-    from kclassify.training.fit import _class_weights
+    from kclassify.training.losses import class_weights
 
-    class Data:
-        def subset(self, split):
-            return [], [0] * 30 + [1] * 10
-
-    cfg = build_config({"class_weight": "balanced"})
-    assert _class_weights(cfg, Data()) == {0: pytest.approx(40 / 60), 1: pytest.approx(40 / 20)}
+    assert class_weights("balanced", [0] * 30 + [1] * 10) == {0: pytest.approx(40 / 60), 1: pytest.approx(40 / 20)}
+    assert class_weights("none", [0, 1]) is None
 
 
 def test_fit_writes_a_complete_run_folder(image_folder, tmp_path):

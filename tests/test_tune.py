@@ -246,7 +246,7 @@ def test_hyperband_continuation_goes_on_along_the_schedule(small_data, tmp_path)
     hp = keras_tuner.HyperParameters()
     hypermodel.declare(hp)
     model = hypermodel.build(hp)
-    steps = hypermodel.steps(hypermodel.config_for(hp))
+    steps = hypermodel.recipe(hp).steps
     hypermodel.fit(hp, model, epochs=3, initial_epoch=2)  # as Hyperband resumes a trial after its 2-epoch rung
     assert int(model.optimizer.iterations.numpy()) == 3 * steps
     schedule = model.optimizer.learning_rate

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import dataclasses
 import logging
 import shutil
 import tempfile
@@ -15,22 +13,17 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from .. import config as config_mod
 from ..config import Config
 from ..data import PreparedData, prepare_data, recommended_settings, write_split
-from ..data.augment import build_augmentation
-from ..data.pipeline import batches, cache_target, decoded
+from ..data.pipeline import cache_target, decoded
 from ..errors import RunFolderError
-from ..models import get as get_backbone
-from ..models.build import adapt_preprocessing, classifier_for, transfer_head
 from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, write_excluded, write_json
-from .callbacks import monitor_mode, standard_callbacks, truncate_history
 from . import multiworker
-from .finetune import plan_phases, prepare_phase
-from .losses import build_loss, class_weights
-from .optimizers import build_optimizer
+from .callbacks import monitor_mode, standard_callbacks, truncate_history
+from .losses import build_loss
+from .recipe import Recipe, build_model, keras_fit, make_recipe, precision, resolve, seed_everything, train
 from .strategy import select_strategy
 
 log = logging.getLogger(__name__)
@@ -70,22 +63,20 @@ def fit(config: Config | None = None, *, output: str | Path | None = None, callb
     else:
         cfg = config.replace(**settings) if settings else config
     started = time.time()
-    spec = get_backbone(cfg.model.backbone)
-    cfg = cfg.replace(image_size=cfg.data.image_size or spec.default_size)
+    cfg = resolve(cfg)
     strategy = select_strategy(cfg.train.strategy)  # first: MultiWorkerMirrored must precede other TF work
     chief_run = RunFolder(Path(output) if output else DEFAULT_ROOT / default_run_name(cfg.data.data))
     # Only the chief writes the run folder; other workers write into a temporary one.
     run = chief_run if multiworker.is_chief() else RunFolder(Path(tempfile.mkdtemp(prefix="kclassify-")))
     resuming = _open_run_folder(run, cfg)
-    _seed_everything(cfg.train.seed, cfg.train.deterministic)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = _prepare(cfg, run, resuming)
     _write_run_start(run, cfg, data, started)
 
-    datasets = _datasets(cfg, data, run, strategy.num_replicas_in_sync)
-    with _precision(cfg.train.mixed_precision), strategy.scope():
-        model = _build(cfg, data, datasets)
-        history, throughput = _train(model, cfg, data, run, datasets, list(callbacks), verbose,
-                                     strategy, chief_run)
+    recipe = make_recipe(cfg, data, _cached_images(cfg, data, run), strategy.num_replicas_in_sync)
+    with precision(cfg.train.mixed_precision), strategy.scope():
+        model = build_model(recipe)
+        history, throughput = _train(model, recipe, run, list(callbacks), verbose, strategy, chief_run)
     if run is not chief_run:  # a worker: the chief evaluates and saves
         shutil.rmtree(run.root, ignore_errors=True)
         return FitResult(chief_run.root, model, history, {})
@@ -118,12 +109,6 @@ def _open_run_folder(run: RunFolder, cfg: Config) -> bool:
         )
     log.info("resuming the unfinished run in %s (%d epoch(s) done)", run.root, run.completed_epochs())
     return True
-
-
-def _seed_everything(seed: int, deterministic: bool) -> None:
-    keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
 
 
 def _prepare(cfg: Config, run: RunFolder, resuming: bool) -> PreparedData:
@@ -168,32 +153,6 @@ def _run_info(cfg: Config, data: PreparedData, started: float, **extra) -> dict[
     }
 
 
-def _datasets(cfg: Config, data: PreparedData, run: RunFolder, replicas: int = 1) -> dict[str, tf.data.Dataset]:
-    size, batch, seed, n = cfg.data.image_size, cfg.train.batch_size, cfg.train.seed, len(data.classes)
-    out = {}
-    for split in ("train", "val"):  # the test split is scored through the inference layer
-        paths, labels = data.subset(split)
-        if not paths:
-            continue
-        images = decoded(paths, labels, size, cache_target(cfg.data.cache, len(paths), size, run.cache / split))
-        training = split == "train"
-        augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed) if training else None
-        out[split] = batches(images, n, batch, training=training, seed=seed, augment=augment,
-                             replicas=replicas)
-        if training:
-            # Plain training images for Normalization.adapt; its pass fills the shared cache.
-            out["adapt"] = images.batch(batch).map(lambda x, y: tf.cast(x, tf.float32))
-    return out
-
-
-def _monitor(cfg: Config, has_val: bool) -> str:
-    monitor = cfg.train.monitor
-    if monitor.startswith("val_") and not has_val:
-        log.warning("no validation images: monitoring %s instead of %s", monitor[4:], monitor)
-        return monitor[4:]
-    return monitor
-
-
 def _best_so_far(run: RunFolder, monitor: str) -> float | None:
     if not run.history.is_file():
         return None
@@ -204,95 +163,60 @@ def _best_so_far(run: RunFolder, monitor: str) -> float | None:
     return min(values) if monitor_mode(monitor) == "min" else max(values)
 
 
-def _build(cfg: Config, data: PreparedData, datasets):
-    m = cfg.model
-    model = classifier_for(m, len(data.classes), cfg.data.image_size)
-    if adapt_preprocessing(model, datasets["adapt"]):
-        log.info("adapted input normalization on %d training images", len(data.subset("train")[0]))
-    if transfer_head(model, m.weights, data.classes):
-        log.info("same classes as %s: its head is loaded too", m.weights)
-    return model
-
-
-@contextlib.contextmanager
-def _precision(mixed: bool):
-    """Mixed precision for the duration of a fit: float16 on GPU, bfloat16 on CPU."""
-    if not mixed:
-        yield
-        return
-    previous = keras.mixed_precision.global_policy().name
-    policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
-    keras.mixed_precision.set_global_policy(policy)
-    log.info("mixed precision: %s", policy)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-def _train(model, cfg, data, run, datasets, extra_callbacks, verbose, strategy, chief_run):
-    """Run the phases (head, fine-tune; or one) as one continuous history.
-
-    ``chief_run`` is where resume backups are read (the run folder itself, except on a
-    multi-worker cluster's non-chief workers, which write into a temporary ``run``).
-    """
-    monitor = _monitor(cfg, "val" in datasets)
-    backup_root = chief_run.backup
-    truncate_history(run.history, chief_run.completed_epochs())
-    steps = int(tf.data.experimental.cardinality(datasets["train"]))
-    phases = plan_phases(cfg)
-    history: dict[str, list[float]] = {}
-    throughput: list[float] = []
-    for i, phase in enumerate(phases):
-        if any((backup_root / later.name).is_dir() for later in phases[i + 1:]):
-            continue  # a later phase has already started: its backup holds everything
-        prepare_phase(model, phase, cfg)
-        phase_cfg = dataclasses.replace(
-            cfg.train, lr=cfg.train.lr * phase.lr_factor, epochs=phase.end - phase.start,
-            warmup_epochs=cfg.train.warmup_epochs if phase.start == 0 else 0.0,
-        )
-        model.compile(optimizer=build_optimizer(phase_cfg, steps), loss=build_loss(cfg.train),
-                      metrics=["accuracy"])
-        if len(phases) > 1:
-            log.info("phase %s: epochs %d-%d", phase.name, phase.start + 1, phase.end)
-        if multiworker.is_multiworker(strategy):
-            result = multiworker.train_loop(
-                strategy, model, build_loss(cfg.train), datasets, run, start=phase.start, end=phase.end,
-                backup=backup_root / phase.name, global_batch=cfg.train.batch_size,
-                class_weights=_class_weights(cfg, data), monitor=monitor,
-            )
-        else:
-            result = _keras_fit(model, cfg, data, run, datasets, extra_callbacks, verbose, monitor, phase)
-        for key, values in result.items():
-            history.setdefault(key, []).extend(values)
-        throughput += result.get("train_images_per_sec", [])
-    shutil.rmtree(run.backup, ignore_errors=True)  # finished: nothing left to resume
-    return history, throughput
-
-
-def _keras_fit(model, cfg, data, run, datasets, extra_callbacks, verbose, monitor, phase) -> dict:
-    cbs = standard_callbacks(run, cfg.train, monitor, len(data.subset("train")[0]),
-                             backup=run.backup / phase.name)
-    best = _best_so_far(run, monitor)
-    if best is not None:  # keep best.keras the best over the whole run, not since resuming
-        next(c for c in cbs if isinstance(c, keras.callbacks.ModelCheckpoint)).best = best
-    return model.fit(
-        datasets["train"], validation_data=datasets.get("val"), initial_epoch=phase.start,
-        epochs=phase.end, callbacks=cbs + extra_callbacks, class_weight=_class_weights(cfg, data),
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-        verbose=verbose,
-    ).history
-
-
-def _class_weights(cfg: Config, data: PreparedData) -> dict[int, float] | None:
-    return class_weights(cfg.train.class_weight, data.subset("train")[1])
-
-
 def _best_model(run: RunFolder, model):
     best = run.checkpoints / "best.keras"
     if best.is_file():
         return keras.models.load_model(best)
     return model
+
+
+def _cached_images(cfg: Config, data: PreparedData, run: RunFolder):
+    """Decoded images of a split, cached in memory or in the run folder (see ``--cache``)."""
+
+    def images(split: str, size: int):
+        paths, labels = data.subset(split)
+        if not paths:
+            return None
+        return decoded(paths, labels, size, cache_target(cfg.data.cache, len(paths), size, run.cache / split))
+
+    return images
+
+
+def _train(model, recipe: Recipe, run: RunFolder, extra_callbacks, verbose, strategy, chief_run: RunFolder):
+    """Train the recipe's phases with fit's callbacks (checkpoints, logs, resume backup).
+
+    ``chief_run`` is where resume backups are read (the run folder itself, except on a
+    multi-worker cluster's non-chief workers, which write into a temporary ``run``).
+    """
+    cfg = recipe.cfg
+    backup_root = chief_run.backup
+    truncate_history(run.history, chief_run.completed_epochs())
+
+    def later_phase_started(phase) -> bool:  # its backup holds everything up to there
+        later = recipe.phases[recipe.phases.index(phase) + 1:]
+        return any((backup_root / p.name).is_dir() for p in later)
+
+    if multiworker.is_multiworker(strategy):
+        def fit_phase(model, phase, first, last):
+            return multiworker.train_loop(
+                strategy, model, build_loss(cfg.train), recipe.datasets, run, start=first, end=last,
+                backup=backup_root / phase.name, global_batch=cfg.train.batch_size,
+                class_weights=recipe.class_weight, monitor=recipe.monitor,
+            )
+    else:
+        fit_phase = keras_fit(recipe, lambda phase: _callbacks(run, recipe, phase) + extra_callbacks, verbose)
+    history = train(model, recipe, fit_phase, skip=later_phase_started)
+    shutil.rmtree(run.backup, ignore_errors=True)  # finished: nothing left to resume
+    return history, history.get("train_images_per_sec", [])
+
+
+def _callbacks(run: RunFolder, recipe: Recipe, phase) -> list:
+    cbs = standard_callbacks(run, recipe.cfg.train, recipe.monitor, len(recipe.data.subset("train")[0]),
+                             backup=run.backup / phase.name)
+    best = _best_so_far(run, recipe.monitor)
+    if best is not None:  # keep best.keras the best over the whole run, not since resuming
+        next(c for c in cbs if isinstance(c, keras.callbacks.ModelCheckpoint)).best = best
+    return cbs
 
 
 def _evaluate_test(model, data: PreparedData) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """The KerasTuner HyperModel: a search space over ``fit``'s settings, on data decoded once.
 
-Every trial reads the same decoded-image caches (one per input size), so no trial decodes
-an image again; batch size, epochs and augmentation are applied in ``fit`` (the classic
-KerasTuner pitfall, keras-tuner #122, is a HyperModel that ignores them).
+A trial trains exactly as ``fit`` does: both call :mod:`kclassify.training.recipe` (seed,
+pipelines, model, transfer head, precision, frozen-head and fine-tuning phases, optimizer,
+schedule, loss, class weights, early stopping and plateau). The HyperModel adds only what
+KerasTuner needs: its callbacks, the epochs of a Hyperband rung and the continuation of an
+earlier rung. Every trial reads the same decoded-image caches (one per input size), so no
+trial decodes an image again.
 """
 
 from __future__ import annotations
@@ -15,14 +18,12 @@ import tensorflow as tf
 
 from ..config import Config
 from ..data import PreparedData
-from ..data.augment import build_augmentation
-from ..data.pipeline import batches, cache_target, decoded
-from ..models import get as get_backbone
-from ..models.build import adapt_preprocessing, classifier_for
+from ..data.pipeline import cache_target, decoded
+from ..models.build import classifier_for
 from ..models.profile import measure_latency, parameter_count
 from ..training.callbacks import control_callbacks
-from ..training.losses import build_loss, class_weights
-from ..training.optimizers import build_optimizer
+from ..training.recipe import (Recipe, build_model, compile_phase, keras_fit, make_recipe, precision, resolve,
+                               seed_everything, train)
 from .space import SearchSpace, to_hyperparameters
 
 
@@ -45,10 +46,7 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
     def config_for(self, hp) -> Config:
         """The base settings with this trial's active values."""
         values = {name: hp.get(name) for name in self.space.names if hp.is_active(name)}
-        cfg = self.base.replace(**values)
-        if cfg.data.image_size is None:  # the trial's backbone decides, as in fit
-            cfg = cfg.replace(image_size=get_backbone(cfg.model.backbone).default_size)
-        return cfg
+        return resolve(self.base.replace(**values))  # the trial's backbone decides the input size, as in fit
 
     def architecture(self, hp) -> str:
         """What decides a trial's parameters and latency: the model settings but dropout, weights and bn_momentum."""
@@ -88,35 +86,27 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
             self._decoded[key] = decoded(paths, labels, size, target)
         return self._decoded[key]
 
+    def recipe(self, hp) -> Recipe:
+        """The trial's settings made concrete, over the search's shared decoded images."""
+        return make_recipe(self.config_for(hp), self.data, self.images)
+
     def build(self, hp):
         self.declare(hp)
         cfg = self.config_for(hp)
-        size = cfg.data.image_size
-        model = classifier_for(cfg.model, len(self.data.classes), size)
-        adapt_preprocessing(model, self.images("train", size).batch(256).map(lambda x, y: tf.cast(x, tf.float32)))
-        model.compile(optimizer=build_optimizer(cfg.train, self.steps(cfg)), loss=build_loss(cfg.train),
-                      metrics=["accuracy", keras.metrics.AUC(name="auc")])
+        seed_everything(cfg.train.seed, cfg.train.deterministic)  # as fit does before it builds
+        recipe = make_recipe(cfg, self.data, self.images)
+        with precision(recipe.cfg.train.mixed_precision):
+            model = build_model(recipe)
+            compile_phase(model, recipe, recipe.phases[0])
         return model
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, verbose=0, **kwargs):
-        cfg = self.config_for(hp)
-        size, batch, seed, n = cfg.data.image_size, cfg.train.batch_size, cfg.train.seed, len(self.data.classes)
-        augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed)
-        train = batches(self.images("train", size), n, batch, training=True, seed=seed, augment=augment)
-        val_images = self.images("val", size)
-        val = batches(val_images, n, batch, training=False) if val_images is not None else None
-        monitor = cfg.train.monitor if val is not None or not cfg.train.monitor.startswith("val_") \
-            else cfg.train.monitor[4:]
-        initial_epoch = kwargs.pop("initial_epoch", 0)
-        if initial_epoch:  # a Hyperband continuation: go on along the schedule, not from its start
-            model.optimizer.iterations.assign(initial_epoch * self.steps(cfg))
-        return model.fit(
-            train, validation_data=val, epochs=epochs or cfg.train.epochs,
-            callbacks=list(callbacks or []) + control_callbacks(cfg.train, monitor),
-            class_weight=class_weights(cfg.train.class_weight, self.data.subset("train")[1]),
-            verbose=verbose, shuffle=False, initial_epoch=initial_epoch,
-        )
-
-    def steps(self, cfg: Config) -> int:
-        """Training steps per epoch at the trial's batch size."""
-        return -(-len(self.data.subset("train")[0]) // cfg.train.batch_size)
+        """Train as fit does; ``epochs``/``initial_epoch`` are a Hyperband rung (default: all epochs)."""
+        recipe = self.recipe(hp)
+        tuner_callbacks = list(callbacks or [])
+        fit_phase = keras_fit(
+            recipe, lambda phase: tuner_callbacks + control_callbacks(recipe.cfg.train, recipe.monitor), verbose)
+        history = keras.callbacks.History()  # KerasTuner reads the objective's best epoch from it
+        history.history = train(model, recipe, fit_phase, start=kwargs.pop("initial_epoch", 0),
+                                end=epochs or recipe.cfg.train.epochs)
+        return history

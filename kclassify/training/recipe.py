@@ -1,0 +1,177 @@
+"""The training recipe: the one way kclassify turns settings and data into a trained classifier.
+
+``fit`` and every tuning trial call these functions, so a trial and a fit with the same
+settings seed the same way, read the same batches, build the same model (preprocessing
+adapted, transfer head loaded, precision set), and train the same phases (frozen head, then
+fine-tuning) with the same optimizer, schedule, loss, metrics and class weights. Each caller
+adds only its own bookkeeping: ``fit`` its run folder, checkpoints and resume; a trial
+KerasTuner's callbacks, its Hyperband rung and the continuation of an earlier rung.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from ..config import Config
+from ..data import PreparedData
+from ..data.augment import build_augmentation
+from ..data.pipeline import batches
+from ..models import get as get_backbone
+from ..models.build import adapt_preprocessing, classifier_for, transfer_head
+from .finetune import Phase, plan_phases, prepare_phase
+from .losses import build_loss, class_weights
+from .optimizers import build_optimizer
+
+log = logging.getLogger(__name__)
+
+# (split, image size) -> decoded (uint8 image, label) pairs, or None when the split is empty.
+# fit caches them in its run folder; a search decodes each split once for all its trials.
+ImagesFn = Callable[[str, int], "tf.data.Dataset | None"]
+# (model, phase, first epoch, end epoch) -> that stretch's history
+PhaseFit = Callable[[keras.Model, Phase, int, int], dict]
+
+
+@dataclass
+class Recipe:
+    """One configuration made concrete: its data pipelines, phases and monitored metric."""
+
+    cfg: Config  # image_size resolved
+    data: PreparedData
+    datasets: dict  # "train", "adapt" and, when there are validation images, "val"
+    phases: list[Phase]
+    monitor: str
+    steps: int  # training steps per epoch
+
+    @property
+    def class_weight(self) -> dict[int, float] | None:
+        return class_weights(self.cfg.train.class_weight, self.data.subset("train")[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.classes)
+
+
+def resolve(cfg: Config) -> Config:
+    """Settings with what the backbone decides filled in (the input size)."""
+    if cfg.data.image_size:
+        return cfg
+    return cfg.replace(image_size=get_backbone(cfg.model.backbone).default_size)
+
+
+def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int = 1) -> Recipe:
+    """Pipelines, phases and monitor for ``cfg`` over decoded images from ``images``."""
+    cfg = resolve(cfg)
+    size, batch, seed, n = cfg.data.image_size, cfg.train.batch_size, cfg.train.seed, len(data.classes)
+    train = images("train", size)
+    augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed)
+    datasets = {
+        "train": batches(train, n, batch, training=True, seed=seed, augment=augment, replicas=replicas),
+        # Plain training images for Normalization.adapt; its pass fills the shared decode cache.
+        "adapt": train.batch(batch).map(lambda x, y: tf.cast(x, tf.float32)),
+    }
+    val = images("val", size)
+    if val is not None:
+        datasets["val"] = batches(val, n, batch, training=False, replicas=replicas)
+    steps = int(tf.data.experimental.cardinality(datasets["train"]))
+    return Recipe(cfg, data, datasets, plan_phases(cfg), monitor_for(cfg, "val" in datasets), max(steps, 1))
+
+
+def monitor_for(cfg: Config, has_val: bool) -> str:
+    monitor = cfg.train.monitor
+    if monitor.startswith("val_") and not has_val:
+        log.warning("no validation images: monitoring %s instead of %s", monitor[4:], monitor)
+        return monitor[4:]
+    return monitor
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+@contextlib.contextmanager
+def precision(mixed: bool):
+    """Mixed precision while a model is built: float16 on GPU, bfloat16 on CPU."""
+    if not mixed:
+        yield
+        return
+    previous = keras.mixed_precision.global_policy().name
+    policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    log.info("mixed precision: %s", policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def metrics() -> list:
+    """What every model reports per epoch (``auc`` also serves ``tune --objective val_auc``)."""
+    return ["accuracy", keras.metrics.AUC(name="auc")]
+
+
+def build_model(recipe: Recipe):
+    """The classifier of ``recipe``: preprocessing adapted on its training images, transfer head loaded."""
+    m, cfg = recipe.cfg.model, recipe.cfg
+    model = classifier_for(m, recipe.num_classes, cfg.data.image_size)
+    if adapt_preprocessing(model, recipe.datasets["adapt"]):
+        log.info("adapted input normalization on %d training images", len(recipe.data.subset("train")[0]))
+    if transfer_head(model, m.weights, recipe.data.classes):
+        log.info("same classes as %s: its head is loaded too", m.weights)
+    return model
+
+
+def compile_phase(model, recipe: Recipe, phase: Phase) -> None:
+    """Freeze or unfreeze for ``phase``, then compile with the phase's learning rate and schedule."""
+    prepare_phase(model, phase, recipe.cfg)
+    train_cfg = recipe.cfg.train
+    phase_cfg = dataclasses.replace(
+        train_cfg, lr=train_cfg.lr * phase.lr_factor, epochs=phase.end - phase.start,
+        warmup_epochs=train_cfg.warmup_epochs if phase.start == 0 else 0.0,
+    )
+    model.compile(optimizer=build_optimizer(phase_cfg, recipe.steps), loss=build_loss(train_cfg), metrics=metrics())
+
+
+def train(model, recipe: Recipe, fit_phase: PhaseFit, *, start: int = 0, end: int | None = None,
+          skip: Callable[[Phase], bool] = lambda phase: False) -> dict[str, list]:
+    """Train epochs ``start..end-1`` through the phases they fall in, as one continuous history.
+
+    A stretch that starts inside a phase (a Hyperband continuation) goes on along that
+    phase's schedule: the optimizer's step counter is set to where the phase had got to.
+    """
+    end = recipe.cfg.train.epochs if end is None else end
+    history: dict[str, list] = {}
+    for phase in recipe.phases:
+        first, last = max(start, phase.start), min(end, phase.end)
+        if first >= last or skip(phase):
+            continue
+        compile_phase(model, recipe, phase)
+        if first > phase.start:
+            model.optimizer.iterations.assign((first - phase.start) * recipe.steps)
+        if len(recipe.phases) > 1:
+            log.info("phase %s: epochs %d-%d", phase.name, first + 1, last)
+        for key, values in fit_phase(model, phase, first, last).items():
+            history.setdefault(key, []).extend(values)
+    return history
+
+
+def keras_fit(recipe: Recipe, callbacks: Callable[[Phase], list], verbose="auto") -> PhaseFit:
+    """A :data:`PhaseFit` running ``model.fit`` on the recipe's data with ``callbacks(phase)``."""
+
+    def run(model, phase: Phase, first: int, last: int) -> dict:
+        return model.fit(
+            recipe.datasets["train"], validation_data=recipe.datasets.get("val"), initial_epoch=first,
+            epochs=last, callbacks=callbacks(phase), class_weight=recipe.class_weight,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=verbose,
+        ).history
+
+    return run
