@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                       choices=("val_accuracy", "val_loss", "val_auc", "accuracy", "loss"))
     tune.add_argument("--time-budget", type=_duration, help="start no new trial after this long: 90s, 30m, 2h")
     tune.add_argument("--executions-per-trial", type=int, default=1, help="fits per trial, averaged")
+    tune.add_argument("--min-epochs", type=int, default=3, metavar="N",
+                      help="hyperband: epochs of the smallest rung (default: 3; 1-epoch rungs rank BatchNorm "
+                      "models trained from scratch on noise)")
     tune.add_argument("--output", "-o", help="tuning folder (default: saved_models/tune-<data>-<time>)")
     tune.add_argument("--config", help="YAML of the settings that are not searched")
     tune.add_argument("--then-fit", action="store_true",
@@ -269,7 +272,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError("--export exports the retrained best run: add --then-fit, or export a run folder "
                           "with `kclassify export RUN`.")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .tuning.tune import Budget, configure_distributed, tune
+    from .tuning.tune import Budget, base_settings, configure_distributed, tune
 
     role = configure_distributed(args.distributed, args.oracle, args.worker_id)
     limits = Budget(max_params=args.max_params, max_latency_ms=args.max_latency_ms,
@@ -277,7 +280,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = tune(cfg, space, algorithm=args.algorithm, max_trials=args.max_trials, output=args.output,
                   objective=args.objective, executions_per_trial=args.executions_per_trial,
                   verbose=1 if args.verbose_trials else 0, distributed=role, time_budget=args.time_budget,
-                  limits=limits)
+                  limits=limits, min_epochs=args.min_epochs)
     if result is None:
         print("worker finished: the chief writes the results")
         return 0
@@ -285,7 +288,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.then_fit:
         from .training.fit import fit
 
-        run = fit(cfg.replace(**result.best_hparams), output=result.folder / "best_run",
+        # The search's own base settings and split, so the retrained run is the best trial's recipe.
+        run = fit(base_settings(result.folder, cfg).replace(**result.best_hparams), output=result.folder / "best_run",
                   verbose=1 if args.verbose_trials else 2)
         test = run.metrics.get("test")
         print(f"{run.run_dir}: test accuracy {test['accuracy']:.4f}" if test else f"{run.run_dir}: no test split")

@@ -18,4 +18,4 @@ def test_every_package_and_the_search_spaces_are_listed_for_the_wheel():
     assert setuptools["package-dir"]["kclassify.search_spaces"] == "search_spaces"
     assert "*.yaml" in setuptools["package-data"]["kclassify.search_spaces"]
     assert sorted(p.name for p in (ROOT / "search_spaces").glob("*.yaml")) == ["default.yaml", "mobile.yaml",
-                                                                           "transfer.yaml"]
+                                                                           "scratch.yaml", "transfer.yaml"]

@@ -10,7 +10,6 @@ Keras model, size and single-image latency on this machine. A file that loses mo
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil

@@ -11,6 +11,7 @@ trial decodes an image again.
 from __future__ import annotations
 
 import json
+import logging
 
 import keras
 import keras_tuner
@@ -25,6 +26,61 @@ from ..training.callbacks import control_callbacks
 from ..training.recipe import (Recipe, build_model, compile_phase, keras_fit, make_recipe, precision, resolve,
                                seed_everything, train)
 from .space import SearchSpace, to_hyperparameters
+
+log = logging.getLogger(__name__)
+
+
+class OneSession(keras.callbacks.Callback):
+    """Passes every event to ``inner`` but the start of all phases but the first and the end of all but the last.
+
+    A trial that fine-tunes calls ``model.fit`` once per phase; KerasTuner's TensorBoard
+    HParams callback refuses a second training session ("cannot be reused across training
+    sessions") and TensorBoard closes its writers at each end, so they see one session.
+    """
+
+    def __init__(self, inner, first: bool, last: bool):
+        super().__init__()
+        self.inner, self.first, self.last = inner, first, last
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.inner.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.inner.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        if self.first:
+            self.inner.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        if self.last:
+            self.inner.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.inner.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.inner.on_epoch_end(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.inner.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.inner.on_train_batch_end(batch, logs)
+
+    def on_test_begin(self, logs=None):
+        self.inner.on_test_begin(logs)
+
+    def on_test_end(self, logs=None):
+        self.inner.on_test_end(logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self.inner.on_test_batch_begin(batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.inner.on_test_batch_end(batch, logs)
 
 
 class ClassifierHyperModel(keras_tuner.HyperModel):
@@ -72,8 +128,19 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         self.profiles[key] = {**known, **found}
         return self.profiles[key]
 
+    def defaults(self) -> dict:
+        """The base settings as the searched entries' defaults: the first trial is what fit would train."""
+        base = resolve(self.base).flat()
+        unfit = [e.name for e in self.space.entries  # None: decided elsewhere (backbone's own momentum, ...)
+                 if base.get(e.name) is not None and not e.admits(base[e.name])]
+        if unfit and not getattr(self, "_warned", False):
+            self._warned = True
+            log.warning("the base value of %s lies outside the search space; the first trial uses the space's "
+                        "own default there", ", ".join(f"{n}={base[n]!r}" for n in unfit))
+        return base
+
     def declare(self, hp=None):
-        return to_hyperparameters(self.space, hp)
+        return to_hyperparameters(self.space, hp, defaults=self.defaults())
 
     def images(self, split: str, size: int) -> tf.data.Dataset | None:
         """Decoded ``(uint8 image, label)`` pairs of a split at one size, decoded once per search."""
@@ -103,10 +170,14 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
     def fit(self, hp, model, *args, callbacks=None, epochs=None, verbose=0, **kwargs):
         """Train as fit does; ``epochs``/``initial_epoch`` are a Hyperband rung (default: all epochs)."""
         recipe = self.recipe(hp)
-        tuner_callbacks = list(callbacks or [])
-        fit_phase = keras_fit(
-            recipe, lambda phase: tuner_callbacks + control_callbacks(recipe.cfg.train, recipe.monitor), verbose)
+        start, end = kwargs.pop("initial_epoch", 0), epochs or recipe.cfg.train.epochs
+        running = [p for p in recipe.phases if max(start, p.start) < min(end, p.end)]
+        control = control_callbacks(recipe.cfg.train, recipe.monitor)
+
+        def phase_callbacks(phase):  # KerasTuner's callbacks see the phases as one training session
+            first, last = phase is running[0], phase is running[-1]
+            return [OneSession(c, first, last) for c in callbacks or []] + control
+
         history = keras.callbacks.History()  # KerasTuner reads the objective's best epoch from it
-        history.history = train(model, recipe, fit_phase, start=kwargs.pop("initial_epoch", 0),
-                                end=epochs or recipe.cfg.train.epochs)
+        history.history = train(model, recipe, keras_fit(recipe, phase_callbacks, verbose), start=start, end=end)
         return history

@@ -51,6 +51,19 @@ class Entry:
     default: Any = None
     when: dict[str, tuple] = field(default_factory=dict)
 
+    def admits(self, value: Any) -> bool:
+        """Whether a trial of this entry can take ``value`` (in the choices, or in range and on the step grid)."""
+        if self.type == "choice":
+            return value in self.values
+        if self.type == "boolean":
+            return isinstance(value, bool)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.min <= value <= self.max:
+            return False
+        if self.step:
+            steps = (value - self.min) / self.step
+            return abs(steps - round(steps)) < 1e-6
+        return self.type == "float" or float(value).is_integer()
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -176,12 +189,22 @@ def load_space(path: str | Path) -> SearchSpace:
     return SearchSpace(str(p), tuple(seen.values()))
 
 
-def to_hyperparameters(space: SearchSpace, hp=None):
-    """Declare the space on a ``keras_tuner.HyperParameters`` (conditions become scopes)."""
+def to_hyperparameters(space: SearchSpace, hp=None, defaults: dict[str, Any] | None = None):
+    """Declare the space on a ``keras_tuner.HyperParameters`` (conditions become scopes).
+
+    Args:
+        defaults: setting -> value to declare as each entry's default (the first trial of a
+            search takes the defaults), where the entry admits it; otherwise the entry's own
+            ``default``.
+    """
+    import dataclasses
+
     import keras_tuner
 
     hp = hp or keras_tuner.HyperParameters()
     for e in space.entries:
+        if defaults and e.name in defaults and e.admits(defaults[e.name]):
+            e = dataclasses.replace(e, default=defaults[e.name])
         if e.when:
             (parent, values), = list(e.when.items())[:1]
             with hp.conditional_scope(parent, list(values)):

@@ -1,0 +1,53 @@
+"""The deployment budget of a search: limits checked before a trial trains."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Deployment limits: a trial over them is scored infeasible and not trained.
+
+    Args:
+        max_params: most parameters a model may have.
+        max_latency_ms: slowest single-image latency allowed, measured on this machine
+            through LiteRT (see :func:`kclassify.models.profile.measure_latency`).
+        measure_latency: record latency even without a latency limit (costs one LiteRT
+            conversion per architecture: ~2 s for small_cnn, ~15 s for mobilenet_v3_small).
+        threads: LiteRT threads for the latency measurement.
+    """
+
+    max_params: int | None = None
+    max_latency_ms: float | None = None
+    measure_latency: bool = False
+    threads: int = 1
+
+    @property
+    def latency(self) -> bool:
+        return self.measure_latency or self.max_latency_ms is not None
+
+    def violations(self, profile: dict) -> list[str]:
+        found = []
+        if self.max_params is not None and profile["params"] > self.max_params:
+            found.append(f"{profile['params']:,} parameters > {self.max_params:,}")
+        if self.max_latency_ms is not None and profile["latency_ms"] > self.max_latency_ms:
+            found.append(f"latency {profile['latency_ms']:.3g} ms > {self.max_latency_ms:g} ms")
+        return found
+
+
+def infeasible_score(oracle, num_classes: int) -> float:
+    """A score below every real trial, so the oracle steers away from models over the budget.
+
+    0 for accuracy-like objectives; for losses the worse of a uniform guess's cross-entropy
+    and the worst loss seen.
+    """
+    try:
+        scores = [t.score for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+    except AttributeError:  # a distributed worker's OracleClient has no trial list
+        scores = []
+    if oracle.objective.direction == "max":
+        return float(min(scores + [0.0]))
+    chance = math.log(max(num_classes, 2))  # cross-entropy of a uniform guess
+    return float(max(scores + [chance]))

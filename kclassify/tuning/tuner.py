@@ -1,0 +1,149 @@
+"""The KerasTuner tuner kclassify runs: budget checks, per-trial costs and log lines, defaults first."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import keras_tuner
+
+from ..errors import ConfigError
+from .budget import Budget, infeasible_score
+from .report import best_feasible
+from .tf_workarounds import released_custom_gradients
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = {
+    "random": keras_tuner.RandomSearch,
+    "bayesian": keras_tuner.BayesianOptimization,
+    "hyperband": keras_tuner.Hyperband,
+}
+
+
+class KClassifyTuner:
+    """Mixed into a KerasTuner tuner: the deployment budget, per-trial costs, one log line per trial."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        budget: Budget = self.kclassify_limits
+        profile = self.hypermodel.profile(trial.hyperparameters, latency=budget.latency, threads=budget.threads)
+        self.profiles_file.write_text(json.dumps(self.hypermodel.profiles))
+        reasons = budget.violations(profile)
+        self.trial_stats[trial.trial_id] = {**profile, "infeasible": "; ".join(reasons)}
+        if reasons:  # scored below every real trial, so the oracle steers away; never trained
+            return {self.oracle.objective.name: infeasible_score(self.oracle, len(self.hypermodel.data.classes))}
+        with released_custom_gradients():
+            return super().run_trial(trial, *args, **kwargs)
+
+    def on_trial_begin(self, trial):
+        self._trial_started = time.perf_counter()
+        super().on_trial_begin(trial)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        seconds = time.perf_counter() - getattr(self, "_trial_started", time.perf_counter())
+        stats = self.trial_stats.setdefault(trial.trial_id, {})
+        stats["seconds"] = seconds
+        stats["rss_mb"] = _resident_mb()  # trial after trial, this should stay flat
+        self.stats_file.write_text(json.dumps(self.trial_stats))  # kept across resumes
+        self.kclassify_done += 1
+        done = self.kclassify_done
+        total = None if getattr(self, "kclassify_worker", False) else self.kclassify_max_trials
+        best = best_feasible(self.oracle, self.trial_stats, 1)
+        score = trial.score
+        if score is None and self.kclassify_worker:  # the chief scored it
+            score = self.oracle.get_trial(trial.trial_id).score
+        elapsed = time.perf_counter() - self.kclassify_started
+        eta = elapsed / max(done, 1) * max(total - done, 0) if total else 0
+        budget = getattr(self, "kclassify_time_budget", None)
+        if budget and elapsed > budget and not self.kclassify_worker:
+            log.info("time budget of %.0fs spent after %d trial(s): stopping the search", budget, done)
+            self.oracle.max_trials = len(self.oracle.trials)  # the oracle then answers STOPPED
+        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+        status = "infeasible (" + stats["infeasible"] + ")" if stats.get("infeasible") else trial.status.lower()
+        if stats.get("infeasible"):
+            score = None
+        log.info("trial %d/%s %s: %s score %s | best %s | %.0fs, elapsed %.0fs, ETA %.0fs",
+                 done, total or "?", status, values,
+                 f"{score:.4f}" if score is not None else "-",
+                 f"{best[0].score:.4f}" if best and best[0].score is not None else "-", seconds, elapsed, eta)
+
+
+def make_tuner(algorithm: str, hypermodel, objective, folder: Path, max_trials: int, seed: int,
+               executions: int, max_epochs: int, min_epochs: int = 1):
+    """A KerasTuner tuner of ``algorithm`` with kclassify's mixin, resuming what ``folder`` holds.
+
+    Hyperband's rungs start at ``min_epochs`` (KerasTuner's own start is 1 epoch, which ranks
+    BatchNorm models trained from scratch on noise).
+    """
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"Unknown algorithm {algorithm!r}. Valid: {', '.join(ALGORITHMS)}.")
+    base = ALGORITHMS[algorithm]
+    cls = type(f"KClassify{base.__name__}", (KClassifyTuner, base), {})
+    common = dict(hypermodel=hypermodel, objective=objective, directory=str(folder), project_name="tuner",
+                  overwrite=False, seed=seed, max_retries_per_trial=0, max_consecutive_failed_trials=3)
+    if algorithm == "hyperband":
+        tuner = cls(max_epochs=max_epochs, factor=3, **common)
+        tuner.oracle.max_trials = max_trials
+        if not tuner.oracle.trials:  # a new search (a resumed one keeps its rungs): plan brackets anew
+            oracle = tuner.oracle
+            oracle.min_epochs = max(1, min(int(min_epochs), max_epochs))
+            oracle._current_bracket = oracle._get_num_brackets() - 1
+            oracle._brackets = []
+            oracle._start_new_bracket()
+    else:
+        tuner = cls(max_trials=max_trials, executions_per_trial=executions, **common)
+    worker = os.environ.get("KERASTUNER_TUNER_ID", "")  # one file per distributed worker
+    suffix = "-" + worker if worker.startswith("tuner") else ""
+    tuner.stats_file = folder / f"trial_stats{suffix}.json"
+    tuner.trial_stats = json.loads(tuner.stats_file.read_text()) if tuner.stats_file.is_file() else {}
+    tuner.profiles_file = folder / f"profiles{suffix}.json"
+    for path in sorted(folder.glob("profiles*.json")):  # architectures measured before (resume, other workers)
+        hypermodel.profiles.update(json.loads(path.read_text()))
+    defaults_first(tuner.oracle)
+    tuner.kclassify_max_trials = max_trials
+    tuner.kclassify_worker = worker.startswith("tuner")  # a distributed worker sees its own trials only
+    try:
+        tuner.kclassify_done = len([t for t in tuner.oracle.trials.values() if t.status != "RUNNING"])
+    except AttributeError:  # a distributed worker's OracleClient has no trial list
+        tuner.kclassify_done = 0
+    return tuner
+
+
+def defaults_first(oracle) -> None:
+    """Make the first trial of a new search the hyperparameters' defaults (kclassify sets them to fit's settings).
+
+    Every oracle draws new values through ``_random_values`` (random search, Hyperband's new
+    brackets, Bayesian optimization's initial points), so the first draw of a search that
+    has no trial yet returns the defaults instead (keras-tuner #604). The best trial is then
+    never worse than what ``kclassify fit`` with the same settings would get, on the objective.
+    """
+    draw = getattr(oracle, "_random_values", None)
+    if draw is None:  # a distributed worker's OracleClient: the chief's oracle draws
+        return
+
+    def first_defaults():
+        if not oracle.trials and not getattr(oracle, "_kclassify_defaults_drawn", False):
+            oracle._kclassify_defaults_drawn = True
+            values = {}
+            hps = keras_tuner.HyperParameters()
+            for hp in oracle.hyperparameters.space:
+                hps.merge([hp])
+                if hps.is_active(hp):
+                    hps.values[hp.name] = values[hp.name] = hp.default
+            return values
+        return draw()
+
+    oracle._random_values = first_defaults
+
+
+def _resident_mb() -> float | None:
+    """Resident memory of this process in MiB (Linux), None elsewhere."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
