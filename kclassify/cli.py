@@ -13,7 +13,7 @@ import os
 import sys
 
 from . import __version__
-from .config import GROUPS, Config, build_config, fields_by_name, load_yaml
+from .config import GROUPS, Config, fields_by_name, layered
 from .errors import ConfigError, KClassifyError
 
 log = logging.getLogger("kclassify")
@@ -34,7 +34,8 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             flag = "--" + name.replace("_", "-")
             meta = f.metadata
             choices = backbone_names() if name == "backbone" else meta.get("choices")
-            help_ = f"{meta['help']} (default: {f.default})"
+            # a help text that explains its own default ("default: the backbone's") keeps it
+            help_ = meta["help"] if "(default:" in meta["help"] else f"{meta['help']} (default: {f.default})"
             if f.type in ("bool", bool):
                 group.add_argument(flag, action=argparse.BooleanOptionalAction,
                                    default=argparse.SUPPRESS, help=help_)
@@ -210,15 +211,21 @@ def _settings_from_flags(args: argparse.Namespace) -> dict:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     cfg = _resolve(args, args.hparams)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _load_tensorflow(args)
     from .training.fit import fit
 
     formats = _export_formats(args)
-    result = fit(cfg, output=args.output, verbose=2 if args.quiet else "auto")
+    result = fit(cfg, output=args.output, verbose=_keras_verbosity(args.quiet))
     test = result.metrics.get("test")
     summary = f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}" if test else "no test split"
     print(f"{result.run_dir}: {summary}")
     return _export_after(result, formats, args)
+
+
+def _keras_verbosity(quiet: bool = False):
+    """Keras' progress bar on a terminal; one line per epoch in a file or a CI log (a bar there is
+    thousands of ANSI-coloured fragments per epoch)."""
+    return 2 if quiet or not sys.stdout.isatty() else "auto"
 
 
 def _export_formats(args: argparse.Namespace) -> list[str] | None:
@@ -244,14 +251,12 @@ def _export_after(result, formats: list[str] | None, args: argparse.Namespace) -
 
 def _resolve(args: argparse.Namespace, hparams: str | None = None):
     """Settings from --config, --hparams and flags over the data's recommendations; checked early."""
-    layers = [load_yaml(p) for p in (getattr(args, "config", None), hparams) if p]
-    flags = _settings_from_flags(args)
-    data_spec = next((l["data"] for l in reversed([*layers, flags]) if "data" in l), None)
     from .data.builtin import recommended_settings
 
-    cfg = build_config(recommended_settings(data_spec or Config().data.data), *layers, flags)
-    if not any("data" in layer for layer in (*layers, flags)):
-        log.info("no --data given: using the built-in dataset %s", cfg.data.data)
+    flags = _settings_from_flags(args)
+    cfg = layered(getattr(args, "config", None), hparams, flags, recommended=recommended_settings)
+    if cfg.data.data == Config().data.data and "data" not in flags:
+        log.info("using the built-in dataset %s (pass --data to train on your images)", cfg.data.data)
     from .data import resolve_source
     from .models import get
 
@@ -271,7 +276,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if formats and not args.then_fit:
         raise ConfigError("--export exports the retrained best run: add --then-fit, or export a run folder "
                           "with `kclassify export RUN`.")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _load_tensorflow(args)
     from .tuning.tune import Budget, base_settings, configure_distributed, tune
 
     role = configure_distributed(args.distributed, args.oracle, args.worker_id)
@@ -290,7 +295,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
         # The search's own base settings and split, so the retrained run is the best trial's recipe.
         run = fit(base_settings(result.folder, cfg).replace(**result.best_hparams), output=result.folder / "best_run",
-                  verbose=1 if args.verbose_trials else 2)
+                  verbose=_keras_verbosity(not args.verbose_trials))
         test = run.metrics.get("test")
         print(f"{run.run_dir}: test accuracy {test['accuracy']:.4f}" if test else f"{run.run_dir}: no test split")
         return _export_after(run, formats, args)
@@ -337,7 +342,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export.formats import parse_formats
 
     formats = parse_formats(args.formats)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _load_tensorflow(args)
     from .export import export, format_table
 
     result = export(args.run, formats, output=args.output, max_accuracy_drop=args.max_accuracy_drop,
@@ -358,7 +363,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           "image files or folders holding them.")
     if skipped:
         log.info("skipped %d non-image file(s) inside the folders given", skipped)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _load_tensorflow(args)
     from .inference import load_predictor
 
     predictor = load_predictor(args.model, threads=args.threads)
@@ -368,6 +373,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"kclassify: {len(failed)} of {len(results)} file(s) could not be predicted", file=sys.stderr)
     return 1 if failed or not results else 0
+
+
+def _load_tensorflow(args: argparse.Namespace) -> None:
+    """Load TensorFlow once a command's cheap checks passed; quietly unless ``-v``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not args.verbose:
+        _import_tensorflow_quietly()
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines hidden (``-v`` shows them).
+
+    TensorFlow's native logging prints before absl is initialised, so TF_CPP_MIN_LOG_LEVEL does
+    not reach it: every run began with oneDNN and "could not find cuda drivers" notices, twice,
+    and a cuInit error on CPU-only machines. They go to the file descriptor, not to
+    ``sys.stderr``, so it is the descriptor that is pointed at /dev/null while TensorFlow loads
+    and probes its devices; a failing import still raises, and is reported, after it.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe, and its error on CPU-only machines
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:

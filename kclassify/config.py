@@ -268,6 +268,21 @@ def build_config(*layers: Mapping[str, Any]) -> Config:
     return cfg
 
 
+def layered(config_file: str | Path | None = None, hparams_file: str | Path | None = None,
+            settings: Mapping[str, Any] | None = None, *, recommended=None) -> Config:
+    """Settings as every entry point layers them: defaults < the data's recommendations <
+    ``config_file`` < ``hparams_file`` (e.g. best_hparams.yaml) < ``settings`` (flags, keywords).
+
+    Args:
+        recommended: data spec -> recommended settings (``kclassify.data.recommended_settings``);
+            the data spec is the one the highest layer names.
+    """
+    layers = [load_yaml(p) for p in (config_file, hparams_file) if p]
+    settings = dict(settings or {})
+    spec = next((layer["data"] for layer in reversed([*layers, settings]) if "data" in layer), Config().data.data)
+    return build_config(recommended(spec) if recommended else {}, *layers, settings)
+
+
 def _check_consistency(cfg: Config) -> None:
     d = cfg.data
     if d.val_fraction + d.test_fraction >= 1.0:

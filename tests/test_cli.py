@@ -81,6 +81,7 @@ def test_models_lists_the_registry(capsys, monkeypatch):
     assert next(line for line in lines if line.startswith("small_cnn ")).split()[3] == "0.4M"
 
 
+@pytest.mark.slow
 def test_kill_9_then_same_command_resumes(image_folder, tmp_path):
     out = tmp_path / "run"
     args = ["fit", "--data", str(image_folder), "--output", str(out), "--epochs", "12", "--image-size", "16",
@@ -105,7 +106,8 @@ def test_kill_9_then_same_command_resumes(image_folder, tmp_path):
     with open(out / "history.csv") as f:
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
     assert epochs == list(range(12))
-    assert json.loads((out / "metrics.json").read_text())["test"]["accuracy"] >= 0
+    # 12 epochs on colour-coded classes: far above the 1/3 of chance (a broken resume would not be)
+    assert json.loads((out / "metrics.json").read_text())["test"]["accuracy"] >= 0.66
     cfg = (out / "config.yaml").read_text()
     assert "optimizer: momentum" in cfg and "image_size: 16" in cfg
 

@@ -52,3 +52,16 @@ def test_round_trip_through_yaml(tmp_path):
     path.write_text(to_yaml(cfg))
     assert build_config(load_yaml(path)) == cfg
     assert Config().replace(epochs=2).train.epochs == 2
+
+
+def test_layered_settings_follow_the_documented_precedence(tmp_path):
+    from kclassify.config import layered
+
+    (tmp_path / "run.yaml").write_text("train: {epochs: 5, lr: 0.01}\ndata: {image_size: 48}\n")
+    (tmp_path / "best.yaml").write_text("hparams: {lr: 0.003, dropout: 0.4}\n")
+    recommended = lambda spec: {"image_size": 32, "flip": "none"} if spec == "builtin:digits" else {}
+    cfg = layered(tmp_path / "run.yaml", tmp_path / "best.yaml", {"dropout": 0.1}, recommended=recommended)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.model.dropout) == (5, 0.003, 0.1)  # flags > hparams > config
+    assert cfg.data.image_size == 48 and cfg.data.flip == "none"  # config > recommendation > default
+    other = layered(settings={"data": "some/folder"}, recommended=recommended)
+    assert other.data.image_size is None and other.data.flip == "horizontal"  # no digits recommendation

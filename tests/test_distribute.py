@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import write_class_folder
 
@@ -13,20 +14,21 @@ import json, sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from kclassify import fit
-r = fit(data=sys.argv[1], output=sys.argv[2], strategy="mirrored", epochs=1, image_size=16, batch_size=8,
-        verbose=0)
+r = fit(data=sys.argv[1], output=sys.argv[2], strategy="mirrored", epochs=3, image_size=16, batch_size=8,
+        lr=3e-3, augment=0.0, verbose=0)
 from kclassify.training.strategy import select_strategy
 print(json.dumps({"replicas": select_strategy("mirrored").num_replicas_in_sync, "metrics": r.metrics}))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus(tmp_path):
-    data = write_class_folder(tmp_path / "data", per_class=8)
+    data = write_class_folder(tmp_path / "data", per_class=20)
     out = subprocess.run([sys.executable, "-c", MIRRORED, str(data), str(tmp_path / "run")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["replicas"] == 2 and result["metrics"]["test"]["accuracy"] >= 0
+    assert result["replicas"] == 2 and result["metrics"]["test"]["accuracy"] >= 0.8  # chance: 1/3
     assert (tmp_path / "run" / "model.keras").is_file()
 
 
@@ -57,6 +59,7 @@ def _free_ports(n):
     return ports
 
 
+@pytest.mark.slow
 def test_multiworker_two_processes_on_loopback(tmp_path):
     import re
 
@@ -71,7 +74,6 @@ def test_multiworker_two_processes_on_loopback(tmp_path):
     for name in ("config.yaml", "run.json", "split.csv", "labels.txt", "model.keras", "history.csv", "metrics.json"):
         assert (run / name).is_file(), name
     assert list((run / "logs" / "train").glob("events.out.tfevents.*"))
-    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] >= 0
 
 
 def _workers(data, out, epochs):
@@ -90,6 +92,7 @@ def _workers(data, out, epochs):
     return procs
 
 
+@pytest.mark.slow
 def test_multiworker_resumes_after_both_workers_are_killed(tmp_path):
     import csv
     import os
@@ -119,4 +122,5 @@ def test_multiworker_resumes_after_both_workers_are_killed(tmp_path):
     assert "resuming the unfinished run" in outputs[0][1]
     with open(out / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(12))
-    assert (out / "metrics.json").is_file()
+    # 12 epochs over two workers and a kill: still far above the 1/3 of chance on colour-coded classes
+    assert json.loads((out / "metrics.json").read_text())["test"]["accuracy"] >= 0.66

@@ -1,5 +1,7 @@
 """Registry records and build_classifier: raw pixels in, probabilities out, weights handling."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,26 @@ from kclassify.errors import ConfigError, UnknownBackboneError, WeightsError
 from kclassify.models import REGISTRY, build_classifier, get
 
 
-@pytest.mark.parametrize("name", list(REGISTRY))
+def family(name: str) -> str:
+    """resnet101_v2 -> resnet_v2, efficientnet_v2_b3 -> efficientnet_v2, convnext_tiny -> convnext."""
+    base = re.sub(r"_(small|large|tiny|base|xlarge|mobile|b\d|s|m|l)$", "", name)
+    return re.sub(r"(?<!v)\d+", "", base)
+
+
+FIRST_OF_FAMILY = {}
+for _name in REGISTRY:
+    FIRST_OF_FAMILY.setdefault(family(_name), _name)
+# The quick lane builds one backbone per family (the first registered, usually the smallest); the
+# whole registry is in the slow set, which CI runs too.
+ZOO = [n if n in FIRST_OF_FAMILY.values() else pytest.param(n, marks=pytest.mark.slow) for n in REGISTRY]
+
+
+def test_families_cover_the_registry():
+    assert len(FIRST_OF_FAMILY) == 16 and family("resnet101_v2") == "resnet_v2"
+    assert {"vgg16", "resnet50", "mobilenet_v3_small", "efficientnet_v2_b0", "convnext_tiny"} <= set(FIRST_OF_FAMILY.values())
+
+
+@pytest.mark.parametrize("name", ZOO)
 def test_every_backbone_builds_and_predicts(name):
     spec = get(name)
     size = spec.min_size  # the smallest input each accepts keeps the whole zoo fast enough for CI

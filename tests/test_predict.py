@@ -52,12 +52,37 @@ def test_fit_export_trains_then_exports_in_one_command(tmp_path, capsys):
     assert "Did you mean 'tflite-int8'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "epochs": 2}.items()]
     run = tmp_path / "run"
-    code = main(["fit", "--data", str(data), "--output", str(run), "--quiet", "--export", "tflite-int8", *flags])
+    code = main(["fit", "--data", str(data), "--output", str(run), "--export", "tflite-int8", *flags])
     out = capsys.readouterr().out
     assert code == 0, out
+    # stdout is not a terminal here: one line per epoch, no progress-bar fragments
+    assert "\x1b[" not in out and "\r" not in out
+    assert len([line for line in out.splitlines() if " - loss: " in line]) == 2
     assert (run / "export" / "model_int8.tflite").is_file() and "tflite-int8" in out and "exported" in out
     report = json.loads((run / "export" / "export_report.json").read_text())
     assert [f["format"] for f in report["formats"]] == ["tflite-int8"] and report["ok"]
+
+
+def test_cli_start_up_is_quiet_unless_verbose(tiny_run):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import make_image
+
+    image = tiny_run.parent / "one.png"
+    if not image.exists():
+        from PIL import Image
+
+        Image.fromarray(make_image(0, 16)).save(image)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-m", "kclassify", "predict", str(tiny_run), str(image)],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert quiet.returncode == 0 and quiet.stdout.split()[1] == "cat"
+    assert quiet.stderr == "", quiet.stderr  # no oneDNN, CUDA or absl start-up lines
+    loud = subprocess.run([sys.executable, "-m", "kclassify", "-v", "predict", str(tiny_run), str(image)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert loud.returncode == 0 and "oneDNN" in loud.stderr
 
 
 def test_predict_without_images_says_so(tiny_run, tmp_path, capsys):

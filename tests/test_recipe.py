@@ -35,13 +35,14 @@ ClassifierHyperModel.fit = recording_fit
 base = build_config(settings)
 tune(base, load_space("transfer"), algorithm="random", max_trials=1, output=out + "/search")
 best = load_yaml(out + "/search/best_hparams.yaml")
-refit = build_config(load_yaml(out + "/search/config.yaml"), best)
-run = fit(refit, output=out + "/refit", verbose=0)
-other = fit(refit.replace(finetune_lr_factor=0.2), output=out + "/other", verbose=0)
+files = {"config": out + "/search/config.yaml", "hparams": out + "/search/best_hparams.yaml"}
+run = fit(files["config"], hparams=files["hparams"], output=out + "/refit", verbose=0)  # as fit --config --hparams
+other = fit(files["config"], hparams=files["hparams"], finetune_lr_factor=0.2, output=out + "/other", verbose=0)
 print(json.dumps({"best": best, "trial": histories[0], "fit": run.history, "other": other.history}))
 """
 
 
+@pytest.mark.slow
 def test_a_trial_trains_exactly_as_fit_does(tiny_run, tmp_path):
     """Two phases from a pretrained run: the search's first trial (fit's settings) and fit train identically.
 
@@ -68,6 +69,7 @@ def test_a_trial_trains_exactly_as_fit_does(tiny_run, tmp_path):
     assert abs(other["val_loss"][-1] / trial["val_loss"][-1] - 1) > 1e-2  # a changed phase two shows
 
 
+@pytest.mark.slow
 def test_resuming_a_search_with_other_base_settings_is_refused(tiny_run, tmp_path):
     from kclassify.tuning.tune import tune
 
@@ -83,6 +85,7 @@ def test_resuming_a_search_with_other_base_settings_is_refused(tiny_run, tmp_pat
     assert len(result.trials) == 2
 
 
+@pytest.mark.slow
 def test_hyperband_rungs_start_at_min_epochs_and_defaults_come_first(tiny_run, tmp_path):
     from kclassify.tuning.tune import tune
 

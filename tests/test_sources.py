@@ -124,3 +124,23 @@ def test_too_few_images_left_is_an_error(tmp_path):
     with pytest.raises(DataError, match=r"class\(es\) \{'b': 0\} have fewer than 2"):
         prepare_data(str(root))
     shutil.rmtree(root / "b")
+
+
+def test_fingerprint_is_stable_for_the_same_files_and_changes_with_any_byte(tmp_path):
+    import shutil
+
+    from conftest import write_class_folder
+    from kclassify.data import prepare_data
+
+    data = write_class_folder(tmp_path / "data", per_class=5, ext=".bmp")  # uncompressed: a byte is a pixel
+    first = prepare_data(str(data)).fingerprint()
+    assert prepare_data(str(data)).fingerprint() == first
+    shutil.copytree(data, tmp_path / "copy")
+    assert prepare_data(str(tmp_path / "copy")).fingerprint() == first  # same files elsewhere
+    image = tmp_path / "copy" / "dog" / "img_002.bmp"
+    raw = bytearray(image.read_bytes())
+    raw[-1] ^= 0xFF  # one pixel value; same size, still a valid image
+    image.write_bytes(bytes(raw))
+    changed = prepare_data(str(tmp_path / "copy"))
+    assert not changed.excluded and changed.fingerprint() != first
+    assert prepare_data(str(data), seed=7).fingerprint() != first  # another split is other data too

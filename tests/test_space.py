@@ -50,6 +50,6 @@ def test_bad_entries_name_the_entry_and_the_reason(tmp_path, text, match):
 
 
 def test_missing_space_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(ConfigError, match="one of: default, mobile, transfer"):
+    with pytest.raises(ConfigError, match="one of: default, mobile, scratch, transfer"):
         load_space(tmp_path / "nope.yaml")
     assert isinstance(SHIPPED, Path)

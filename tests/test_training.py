@@ -120,3 +120,15 @@ def test_interrupted_fit_resumes_to_the_same_epoch_count(image_folder, tmp_path)
     with open(out / "history.csv") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2", "3"]
     assert not (out / "checkpoints" / "backup").exists()  # fit removes the backup when done
+
+
+def test_each_choice_family_is_one_table_whose_keys_are_the_valid_values():
+    from kclassify import config
+    from kclassify.models.build import PREPROCESSORS
+    from kclassify.models.registry import PREPROCESSING
+    from kclassify.training import losses, optimizers
+
+    assert tuple(optimizers.OPTIMIZERS) == config.OPTIMIZERS
+    assert tuple(optimizers.SCHEDULES) == config.SCHEDULES
+    assert tuple(losses.LOSSES) == config.LOSSES
+    assert set(PREPROCESSORS) == set(PREPROCESSING)

@@ -10,6 +10,7 @@ to PNG in kclassify's cache, never next to the user's file.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ class Checked:
     ok: bool
     reason: str = ""
     decode_path: Path | None = None  # what tf.data reads: the file itself or a converted copy
+    digest: str = ""  # SHA-256 of the file's bytes (read once, for the decode check and the data fingerprint)
 
 
 def is_candidate(name: str) -> bool:
@@ -81,15 +83,17 @@ def check_image(path: Path, cache_dir: Path) -> Checked:
     try:
         if not path.is_file():
             return Checked(path, False, "missing file")
-        if path.stat().st_size == 0:
+        data = path.read_bytes()
+        if not data:
             return Checked(path, False, "empty file (0 bytes)")
-        with Image.open(path) as im:
+        digest = hashlib.sha256(data).hexdigest()
+        with Image.open(io.BytesIO(data)) as im:
             fmt, mode = im.format, im.mode
             if fmt not in SUPPORTED_FORMATS:
                 return Checked(path, False, f"unsupported format {fmt}")
             im.load()  # raises on truncated or corrupt data
             if mode in TF_NATIVE.get(fmt, ()):
-                return Checked(path, True, decode_path=path)
+                return Checked(path, True, decode_path=path, digest=digest)
             target = _converted_path(path, cache_dir)
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +101,7 @@ def check_image(path: Path, cache_dir: Path) -> Checked:
                 rgb = im.convert("RGBA" if "A" in im.getbands() else "RGB")
                 rgb.save(tmp, format="PNG")
                 os.replace(tmp, target)
-            return Checked(path, True, decode_path=target)
+            return Checked(path, True, decode_path=target, digest=digest)
     except UnidentifiedImageError:
         return Checked(path, False, "not an image Pillow can identify")
     except (OSError, SyntaxError, ValueError) as e:

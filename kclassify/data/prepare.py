@@ -22,6 +22,7 @@ class Record:
     label: str
     split: str
     decode_path: str  # absolute file tf.data reads (the image, or a converted PNG copy)
+    digest: str = ""  # SHA-256 of the file's bytes
 
 
 @dataclass
@@ -51,11 +52,14 @@ class PreparedData:
         return [Item(r.path, r.label, r.split) for r in self.records]
 
     def fingerprint(self) -> str:
-        """SHA-256 over (path, label, split, size) of every record: same data, same split."""
+        """SHA-256 over (path, label, split, content hash) of every record: same files, labels and split.
+
+        Stable wherever the same files sit (another folder, another machine); any changed byte,
+        label or split assignment changes it.
+        """
         h = hashlib.sha256()
         for r in sorted(self.records, key=lambda r: r.path):
-            size = (self.source.root / r.path).stat().st_size
-            h.update(f"{r.path}\0{r.label}\0{r.split}\0{size}\n".encode())
+            h.update(f"{r.path}\0{r.label}\0{r.split}\0{r.digest}\n".encode())
         return h.hexdigest()
 
 
@@ -96,7 +100,7 @@ def prepare_data(
     good, excluded = [], []
     for item, result in zip(items, checked):
         if result.ok:
-            good.append((item, str(result.decode_path)))
+            good.append((item, (str(result.decode_path), result.digest)))
         else:
             excluded.append((item.path, result.reason))
     if excluded:
@@ -108,7 +112,7 @@ def prepare_data(
         split_items = assign_splits([g[0] for g in good], val_fraction, test_fraction, seed)
     else:
         split_items = [g[0] for g in good]
-    records = [Record(i.path, i.label, i.split, dp) for i, (_, dp) in zip(split_items, good)]
+    records = [Record(i.path, i.label, i.split, dp, digest) for i, (_, (dp, digest)) in zip(split_items, good)]
     classes = source.classes
     data = PreparedData(source, classes, records, excluded, unlisted)
     _check_enough(data, min_images)

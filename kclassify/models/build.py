@@ -208,33 +208,57 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
-def _preprocess(mode: str, x):
-    """Raw 0-255 RGB -> what the backbone expects, with stock Keras layers only.
+F32 = {"dtype": "float32"}  # preprocessing stays in float32 under mixed precision
 
-    Stock layers keep model.keras loadable without kclassify and convertible to TFLite.
-    """
+
+def _normalization(x):  # adapted on the training split (adapt_preprocessing)
+    from keras import layers
+
+    return layers.Normalization(axis=-1, name=NORMALIZATION_LAYER, **F32)(x)
+
+
+def _tf(x):
+    from keras import layers
+
+    return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess", **F32)(x)
+
+
+def _torch(x):
     import numpy as np
     from keras import layers
 
-    f32 = {"dtype": "float32"}  # preprocessing stays in float32 under mixed precision
-    if mode == "normalization":
-        return layers.Normalization(axis=-1, name=NORMALIZATION_LAYER, **f32)(x)
-    if mode == "tf":
-        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess", **f32)(x)
-    if mode == "torch":
-        x = layers.Rescaling(1.0 / 255.0, name="preprocess_scale", **f32)(x)
-        return layers.Normalization(mean=IMAGENET_MEAN, variance=np.square(IMAGENET_STD),
-                                    name="preprocess", **f32)(x)
-    if mode == "caffe":
-        # A frozen 1x1 convolution: its kernel swaps RGB to BGR, its bias subtracts the mean.
-        conv = layers.Conv2D(3, 1, trainable=False, name="preprocess", **f32)
-        y = conv(x)
-        kernel = np.zeros((1, 1, 3, 3), "float32")
-        for c in range(3):
-            kernel[0, 0, 2 - c, c] = 1.0
-        conv.set_weights([kernel, -np.asarray(CAFFE_MEAN_BGR, "float32")])
-        return y
-    return x  # builtin: the backbone rescales its own input
+    x = layers.Rescaling(1.0 / 255.0, name="preprocess_scale", **F32)(x)
+    return layers.Normalization(mean=IMAGENET_MEAN, variance=np.square(IMAGENET_STD), name="preprocess", **F32)(x)
+
+
+def _caffe(x):
+    """A frozen 1x1 convolution: its kernel swaps RGB to BGR, its bias subtracts the mean."""
+    import numpy as np
+    from keras import layers
+
+    conv = layers.Conv2D(3, 1, trainable=False, name="preprocess", **F32)
+    y = conv(x)
+    kernel = np.zeros((1, 1, 3, 3), "float32")
+    for c in range(3):
+        kernel[0, 0, 2 - c, c] = 1.0
+    conv.set_weights([kernel, -np.asarray(CAFFE_MEAN_BGR, "float32")])
+    return y
+
+
+# registry preprocessing mode -> the stock Keras layers doing it (stock layers keep model.keras
+# loadable without kclassify and convertible to TFLite); the keys are registry.PREPROCESSING's.
+PREPROCESSORS = {
+    "builtin": lambda x: x,  # the backbone rescales its own input
+    "normalization": _normalization,
+    "tf": _tf,
+    "torch": _torch,
+    "caffe": _caffe,
+}
+
+
+def _preprocess(mode: str, x):
+    """Raw 0-255 RGB -> what the backbone expects."""
+    return PREPROCESSORS[mode](x)
 
 
 def classifier_for(model_config, num_classes: int, image_size: int, *, weights: str | None = None):

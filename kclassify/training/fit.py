@@ -37,17 +37,18 @@ class FitResult:
     metrics: dict[str, Any]
 
 
-def fit(config: Config | None = None, *, output: str | Path | None = None, callbacks=(),
-        verbose: int | str = "auto", **settings) -> FitResult:
+def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None = None,
+        output: str | Path | None = None, callbacks=(), verbose: int | str = "auto", **settings) -> FitResult:
     """Train a classifier and write a complete run folder.
 
     Running the same call again with the same ``output`` after an interruption
     resumes from the last finished epoch.
 
     Args:
-        config: resolved settings; ``settings`` override single ones by flat name,
-            e.g. ``epochs=5``. Without ``config``, a builtin dataset's recommended
-            settings lie under ``settings``.
+        config: resolved settings, or a YAML file of them (a run's config.yaml); ``settings``
+            override single ones by flat name, e.g. ``epochs=5``. Layered as the CLI does:
+            defaults < the data's recommendations < ``config`` < ``hparams`` < ``settings``.
+        hparams: a YAML file of settings over ``config`` (e.g. a search's best_hparams.yaml).
         output: the run folder (default ``saved_models/<data>-<time>``).
         callbacks: extra Keras callbacks, run after kclassify's own.
 
@@ -57,11 +58,10 @@ def fit(config: Config | None = None, *, output: str | Path | None = None, callb
         >>> result.metrics["test"]["accuracy"] > 0.95
         True
     """
-    if config is None:
-        spec_data = settings.get("data", Config().data.data)
-        cfg = config_mod.build_config(recommended_settings(spec_data), settings)
+    if isinstance(config, Config):
+        cfg = config_mod.build_config(config.flat(), config_mod.load_yaml(hparams) if hparams else {}, settings)
     else:
-        cfg = config.replace(**settings) if settings else config
+        cfg = config_mod.layered(config, hparams, settings, recommended=recommended_settings)
     started = time.time()
     cfg = resolve(cfg)
     strategy = select_strategy(cfg.train.strategy)  # first: MultiWorkerMirrored must precede other TF work

@@ -7,16 +7,17 @@ import keras
 from ..config import TrainConfig
 
 
+# loss name -> settings -> a Keras loss on one-hot targets; the keys are exactly config.LOSSES.
+LOSSES = {
+    "crossentropy": lambda cfg: keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+    "focal": lambda cfg: keras.losses.CategoricalFocalCrossentropy(gamma=cfg.focal_gamma,
+                                                                   label_smoothing=cfg.label_smoothing),
+    "mse": lambda cfg: keras.losses.MeanSquaredError(),
+}
+
+
 def build_loss(cfg: TrainConfig) -> keras.losses.Loss:
-    if cfg.loss == "crossentropy":
-        return keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-    if cfg.loss == "focal":
-        return keras.losses.CategoricalFocalCrossentropy(
-            gamma=cfg.focal_gamma, label_smoothing=cfg.label_smoothing
-        )
-    if cfg.loss == "mse":
-        return keras.losses.MeanSquaredError()
-    raise AssertionError(f"loss {cfg.loss!r} passed config validation but has no builder")
+    return LOSSES[cfg.loss](cfg)
 
 
 def class_weights(mode: str, labels) -> dict[int, float] | None:

@@ -59,8 +59,12 @@ def write_outputs(folder: Path, tuner, space: SearchSpace, objective: str, limit
         w.writerows(rows)
     maximize = not objective.endswith("loss")
     front = pareto_front(rows, maximize)
-    _write_summary(folder, rows, keys, objective, limits, front)
-    _plot_pareto(folder / "pareto.png", rows, front, objective, limits)
+    if _costs_differ(rows):
+        _write_summary(folder, rows, keys, objective, limits, front, plot="pareto.png")
+        _plot_pareto(folder / "pareto.png", rows, front, objective, limits)
+    else:  # every trial costs the same: a Pareto plot would be one column; show the search's progress
+        _write_summary(folder, rows, keys, objective, limits, [], plot="progress.png")
+        _plot_progress(folder / "progress.png", rows, objective)
     best = best_feasible(tuner.oracle, tuner.trial_stats, 1)
     if not best:
         infeasible = [r for r in rows if r["status"] == "INFEASIBLE"]
@@ -106,12 +110,17 @@ def pareto_front(rows: list[dict], maximize: bool = True) -> list[dict]:
     return front
 
 
+def _costs_differ(rows: list[dict]) -> bool:
+    cost = _cost_key(rows)
+    return len({r[cost] for r in rows if r.get(cost) not in ("", None)}) > 1  # infeasible trials count
+
+
 def _cost_key(rows: list[dict]) -> str:
     return "latency_ms" if any(r.get("latency_ms") not in ("", None) for r in rows) else "params"
 
 
 def _write_summary(folder: Path, rows: list[dict], keys: list[str], objective: str, limits: Budget,
-                   front: list[dict]) -> None:
+                   front: list[dict], plot: str) -> None:
     ranked = sorted((r for r in rows if r["score"] is not None), key=lambda r: r["score"],
                     reverse=not objective.endswith("loss"))
     lines = [f"# Tuning summary: {objective}", ""]
@@ -127,7 +136,7 @@ def _write_summary(folder: Path, rows: list[dict], keys: list[str], objective: s
                   "No other trial is both cheaper and better. Cheapest first; each row scores better than "
                   "every row above it.", ""]
         lines += _table(keys, front, rank=False)
-        lines += ["", "![Pareto front](pareto.png)"]
+    lines += ["", f"![{'Pareto front' if front else 'search progress'}]({plot})"]
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -140,6 +149,35 @@ def _table(keys: list[str], rows: list[dict], *, rank: bool) -> list[str]:
         position = str(i) if r["score"] is not None else "-"
         lines.append("| " + " | ".join(([position] if rank else []) + cells) + " |")
     return lines
+
+
+def _plot_progress(path: Path, rows: list[dict], objective: str) -> None:
+    """Each trial's score by trial number, with the best so far as a step line."""
+    done = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
+    if not done:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    maximize = not objective.endswith("loss")
+    numbers = [int(r["trial"]) for r in done]
+    scores = [r["score"] for r in done]
+    best, running = [], None
+    for score in scores:
+        running = score if running is None else (max if maximize else min)(running, score)
+        best.append(running)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    ax.scatter(numbers, scores, s=22, color="0.6", label="trial")
+    ax.plot(numbers, best, drawstyle="steps-post", color="C0", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(objective)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _plot_pareto(path: Path, rows: list[dict], front: list[dict], objective: str, limits: Budget) -> None:
