@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
+import warnings
 from pathlib import Path
 
 import keras_tuner
@@ -38,6 +40,15 @@ class KClassifyTuner:
         with released_custom_gradients():
             return super().run_trial(trial, *args, **kwargs)
 
+    def _build_hypermodel(self, hp):
+        # A Hyperband continuation loads the earlier rung's weights (KerasTuner saves the optimizer's
+        # too, but loads them into a model whose optimizer is not built yet, and says so). The
+        # trial then goes on along its learning-rate schedule (kclassify sets the step counter);
+        # Adam's moments restart, as they do in KerasTuner itself.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return super()._build_hypermodel(hp)
+
     def on_trial_begin(self, trial):
         self._trial_started = time.perf_counter()
         super().on_trial_begin(trial)
@@ -59,6 +70,8 @@ class KClassifyTuner:
         elapsed = time.perf_counter() - self.kclassify_started
         eta = elapsed / max(done, 1) * max(total - done, 0) if total else 0
         budget = getattr(self, "kclassify_time_budget", None)
+        if budget:  # no new trial starts after the time budget: the search ends at most a trial later
+            eta = min(eta, max(budget - elapsed, 0) + seconds)
         if budget and elapsed > budget and not self.kclassify_worker:
             log.info("time budget of %.0fs spent after %d trial(s): stopping the search", budget, done)
             self.oracle.max_trials = len(self.oracle.trials)  # the oracle then answers STOPPED
@@ -114,30 +127,38 @@ def make_tuner(algorithm: str, hypermodel, objective, folder: Path, max_trials: 
 
 
 def defaults_first(oracle) -> None:
-    """Make the first trial of a new search the hyperparameters' defaults (kclassify sets them to fit's settings).
+    """The first trial of a new search is the defaults (fit's settings); later draws are well mixed.
 
     Every oracle draws new values through ``_random_values`` (random search, Hyperband's new
-    brackets, Bayesian optimization's initial points), so the first draw of a search that
-    has no trial yet returns the defaults instead (keras-tuner #604). The best trial is then
-    never worse than what ``kclassify fit`` with the same settings would get, on the objective.
+    brackets, Bayesian optimization's initial points), so replacing it here covers all three:
+
+    - a search with no trial yet gets the hyperparameters' defaults, which kclassify sets to
+      fit's settings (keras-tuner #604), so the best trial is never worse than them;
+    - later draws seed each value from one well-mixed stream per trial. KerasTuner seeds a
+      fresh ``random.Random(n)`` per value with n counting up by one per hyperparameter, and
+      first draws of nearby seeds are correlated: with seed 42 and 8 hyperparameters, a choice
+      between two image sizes came out the same in 9 of the first 10 trials (measured).
     """
-    draw = getattr(oracle, "_random_values", None)
-    if draw is None:  # a distributed worker's OracleClient: the chief's oracle draws
+    if getattr(oracle, "_random_values", None) is None:  # a distributed worker's OracleClient
         return
 
-    def first_defaults():
-        if not oracle.trials and not getattr(oracle, "_kclassify_defaults_drawn", False):
-            oracle._kclassify_defaults_drawn = True
-            values = {}
+    def draw():
+        collisions = 0
+        while True:
+            rng = random.Random(f"kclassify-{oracle.seed}-{len(oracle.trials)}-{collisions}")
+            first = not oracle.trials and not collisions
             hps = keras_tuner.HyperParameters()
             for hp in oracle.hyperparameters.space:
                 hps.merge([hp])
                 if hps.is_active(hp):
-                    hps.values[hp.name] = values[hp.name] = hp.default
-            return values
-        return draw()
+                    hps.values[hp.name] = hp.default if first else hp.random_sample(rng.getrandbits(32))
+            if not oracle._duplicate(hps.values):
+                return hps.values
+            collisions += 1
+            if collisions > oracle._max_collisions:
+                return None
 
-    oracle._random_values = first_defaults
+    oracle._random_values = draw
 
 
 def _resident_mb() -> float | None:
