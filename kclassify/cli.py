@@ -87,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kclassify {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_fit, _add_tune, _add_models, _add_export, _add_predict):
+        add(sub)
+    return parser
 
+
+def _add_fit(sub) -> None:
     fit = sub.add_parser(
         "fit", help="train a classifier into a run folder",
         description="Train a classifier and write a run folder. With no --data, trains on the "
@@ -102,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(fit)
     fit.set_defaults(func=cmd_fit)
 
+
+def _add_tune(sub) -> None:
     tune = sub.add_parser(
         "tune", help="search hyperparameters with KerasTuner",
         description="Search fit's settings over a search-space YAML (search_spaces/*.yaml) with "
@@ -142,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(tune)
     tune.set_defaults(func=cmd_tune)
 
+
+def _add_models(sub) -> None:
     models = sub.add_parser(
         "models", help="list the backbones in the registry",
         description="List the registry's backbones. Parameter counts need TensorFlow and are "
@@ -150,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--no-params", action="store_true", help="skip parameter counts (instant)")
     models.set_defaults(func=cmd_models)
 
+
+def _add_export(sub) -> None:
     exp = sub.add_parser(
         "export", help="export a run folder to SavedModel and TFLite, each file checked",
         description="Export a finished run folder. Every file is loaded back, scored on the run's test split, "
@@ -163,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gate_flags(exp)
     exp.set_defaults(func=cmd_export)
 
+
+def _add_predict(sub) -> None:
     pred = sub.add_parser(
         "predict", help="predict images with a run folder, .keras, SavedModel or .tflite",
         description="Predict image files and folders (searched recursively) with any model kclassify wrote. A "
@@ -177,7 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default: 32)")
     pred.add_argument("--threads", type=int, default=None, metavar="N", help="LiteRT threads for .tflite files")
     pred.set_defaults(func=cmd_predict)
-    return parser
 
 
 def _format_list() -> str:

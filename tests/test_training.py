@@ -42,7 +42,14 @@ def test_each_optimizer_trains_a_step(optimizer):
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_each_schedule_trains_a_step(schedule):
-    _one_step(schedule=schedule, warmup_epochs=1, epochs=3, decay_epochs=1)
+    model = _one_step(schedule=schedule, warmup_epochs=1, epochs=3, decay_epochs=1)  # asserts the weights moved
+    lr = model.optimizer._learning_rate
+    expected = {"constant": "float", "plateau": "float", "cosine": "CosineDecay", "exponential": "ExponentialDecay",
+                "step": "ExponentialDecay"}[schedule]
+    assert (type(lr).__name__ if callable(lr) else "float") == expected
+    if schedule == "step":
+        assert lr.staircase and not build_optimizer(build_config({"schedule": "exponential"}).train, 4) \
+            ._learning_rate.staircase
 
 
 def test_schedules_shape_the_learning_rate():
@@ -55,7 +62,10 @@ def test_schedules_shape_the_learning_rate():
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_each_loss_trains_a_step(loss):
-    _one_step(loss=loss, label_smoothing=0.1, clipvalue=0.5)
+    model = _one_step(loss=loss, label_smoothing=0.1, clipvalue=0.5)  # asserts a finite loss and moved weights
+    expected = {"crossentropy": "CategoricalCrossentropy", "focal": "CategoricalFocalCrossentropy",
+                "mse": "MeanSquaredError"}[loss]
+    assert type(model.loss).__name__ == expected and model.optimizer.clipvalue == 0.5
 
 
 def test_balanced_class_weights():

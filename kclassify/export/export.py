@@ -117,35 +117,8 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
         version=f"{folder.root.name} (kclassify {__version__})",
         calibration=_calibration(prepared, reference.image_size, calibration_images, cfg.train.seed),
     )
-    reports = []
-    for name in names:
-        fmt = FORMATS[name]
-        staging = out / f"{STAGING_PREFIX}{fmt.filename}"
-        _remove(staging)
-        log.info("exporting %s", fmt.name)
-        report = FormatReport(fmt.name, None, "failed", fmt.description)
-        try:
-            fmt.write(source, staging)
-            report.size_bytes = _size(staging)
-            predictor = load_predictor(staging, threads=threads)
-            _score_report(report, predictor.predict(images), y, keras_top, keras_info["accuracy"])
-            report.latency_ms = round(predictor.latency_ms(images[0], latency_runs), 3)
-            if predictor.kind == "tflite":
-                report.outside_xnnpack = predictor.ops_outside_delegate()
-            del predictor
-        except Exception as e:  # noqa: BLE001 - one format failing must not stop the others
-            _remove(staging)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            report.message = e.args[0] if isinstance(e, ExportError) else f"{type(e).__name__}: {first}"
-            log.warning("%s failed: %s", fmt.name, report.message)
-            reports.append(report)
-            continue
-        reasons = _gate_reasons(report, fmt, max_accuracy_drop)
-        report.status = "rejected" if reasons else "ok"
-        report.file = str(_ship(staging, out, fmt, rejected=bool(reasons)))
-        if reasons:
-            report.message = "; ".join(reasons) + f". Kept as {Path(report.file).relative_to(out)}, not shipped."
-        reports.append(report)
+    reports = [_export_format(FORMATS[name], source, out, images, y, keras_top, keras_info["accuracy"],
+                              max_accuracy_drop, threads, latency_runs) for name in names]
     result = ExportResult(out, split, len(paths), keras_info, reports,
                           settings={"max_accuracy_drop": max_accuracy_drop, "threads": threads,
                                     "calibration_images": calibration_images, "run": str(folder.root)})
@@ -153,6 +126,36 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
     (out / "labels.txt").write_text("\n".join(reference.labels) + "\n", encoding="utf-8")
     write_json(out / REPORT, _report_doc(result))
     return result
+
+
+def _export_format(fmt, source: Source, out: Path, images, y, keras_top, keras_accuracy: float, max_drop: float,
+                   threads: int, latency_runs: int) -> FormatReport:
+    """Write one format under a staging name, score that file, then ship or reject it."""
+    staging = out / f"{STAGING_PREFIX}{fmt.filename}"
+    _remove(staging)
+    log.info("exporting %s", fmt.name)
+    report = FormatReport(fmt.name, None, "failed", fmt.description)
+    try:
+        fmt.write(source, staging)
+        report.size_bytes = _size(staging)
+        predictor = load_predictor(staging, threads=threads)
+        _score_report(report, predictor.predict(images), y, keras_top, keras_accuracy)
+        report.latency_ms = round(predictor.latency_ms(images[0], latency_runs), 3)
+        if predictor.kind == "tflite":
+            report.outside_xnnpack = predictor.ops_outside_delegate()
+        del predictor
+    except Exception as e:  # noqa: BLE001 - one format failing must not stop the others
+        _remove(staging)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        report.message = e.args[0] if isinstance(e, ExportError) else f"{type(e).__name__}: {first}"
+        log.warning("%s failed: %s", fmt.name, report.message)
+        return report
+    reasons = _gate_reasons(report, fmt, max_drop)
+    report.status = "rejected" if reasons else "ok"
+    report.file = str(_ship(staging, out, fmt, rejected=bool(reasons)))
+    if reasons:
+        report.message = "; ".join(reasons) + f". Kept as {Path(report.file).relative_to(out)}, not shipped."
+    return report
 
 
 def _check_settings(max_drop: float, calibration_images: int, threads: int, runs: int) -> None:

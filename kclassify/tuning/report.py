@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 from dataclasses import dataclass
@@ -156,11 +157,6 @@ def _plot_progress(path: Path, rows: list[dict], objective: str) -> None:
     done = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
     if not done:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     maximize = not objective.endswith("loss")
     numbers = [int(r["trial"]) for r in done]
     scores = [r["score"] for r in done]
@@ -168,16 +164,30 @@ def _plot_progress(path: Path, rows: list[dict], objective: str) -> None:
     for score in scores:
         running = score if running is None else (max if maximize else min)(running, score)
         best.append(running)
+    with _figure(path, "trial", objective) as ax:
+        ax.scatter(numbers, scores, s=22, color="0.6", label="trial")
+        ax.plot(numbers, best, drawstyle="steps-post", color="C0", label="best so far")
+
+
+@contextlib.contextmanager
+def _figure(path: Path, xlabel: str, ylabel: str):
+    """A headless matplotlib axis, saved to ``path`` with labels, grid and legend when the block ends."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    ax.scatter(numbers, scores, s=22, color="0.6", label="trial")
-    ax.plot(numbers, best, drawstyle="steps-post", color="C0", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(objective)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        yield ax
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
 
 
 def _plot_pareto(path: Path, rows: list[dict], front: list[dict], objective: str, limits: Budget) -> None:
@@ -186,28 +196,18 @@ def _plot_pareto(path: Path, rows: list[dict], front: list[dict], objective: str
     done = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None and r.get(cost) != ""]
     if not done:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    ax.scatter([r[cost] for r in done], [r["score"] for r in done], s=22, color="0.6", label="trial")
-    ax.plot([r[cost] for r in front], [r["score"] for r in front], "o-", color="C0", drawstyle="steps-post",
-            label="Pareto front")  # steps: between two front points no trial does better
-    for r in front:
-        ax.annotate(r["trial"], (r[cost], r["score"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    limit = limits.max_latency_ms if cost == "latency_ms" else limits.max_params
-    if limit is not None:
-        ax.axvline(limit, linestyle="--", color="C3", label="budget")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("latency (ms, LiteRT, batch 1)" if cost == "latency_ms" else "parameters")
-    ax.set_ylabel(objective)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    xlabel = "latency (ms, LiteRT, batch 1)" if cost == "latency_ms" else "parameters"
+    with _figure(path, xlabel, objective) as ax:
+        ax.scatter([r[cost] for r in done], [r["score"] for r in done], s=22, color="0.6", label="trial")
+        ax.plot([r[cost] for r in front], [r["score"] for r in front], "o-", color="C0", drawstyle="steps-post",
+                label="Pareto front")  # steps: between two front points no trial does better
+        for r in front:
+            ax.annotate(r["trial"], (r[cost], r["score"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        limit = limits.max_latency_ms if cost == "latency_ms" else limits.max_params
+        if limit is not None:
+            ax.axvline(limit, linestyle="--", color="C3", label="budget")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
