@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kclassify {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_fit, _add_tune, _add_models, _add_export, _add_predict):
+    for add in (_add_fit, _add_tune, _add_models, _add_evaluate, _add_export, _add_predict):
         add(sub)
     return parser
 
@@ -120,7 +120,7 @@ def _add_tune(sub) -> None:
     tune.add_argument("--algorithm", default="random", choices=("random", "bayesian", "hyperband"))
     tune.add_argument("--max-trials", type=int, default=10, help="number of trials (default: 10)")
     tune.add_argument("--objective", default="val_accuracy",
-                      choices=("val_accuracy", "val_loss", "val_auc", "accuracy", "loss"))
+                      choices=("val_accuracy", "val_loss", "val_auc", "val_f1", "accuracy", "loss"))
     tune.add_argument("--time-budget", type=_duration, help="start no new trial after this long: 90s, 30m, 2h")
     tune.add_argument("--executions-per-trial", type=int, default=1, help="fits per trial, averaged")
     tune.add_argument("--min-epochs", type=int, default=3, metavar="N",
@@ -158,6 +158,28 @@ def _add_models(sub) -> None:
     )
     models.add_argument("--no-params", action="store_true", help="skip parameter counts (instant)")
     models.set_defaults(func=cmd_models)
+
+
+def _add_evaluate(sub) -> None:
+    ev = sub.add_parser(
+        "evaluate", help="metrics, calibration, plots, suspect labels and an HTML report for a run or model",
+        description="Score a run folder, or any model kclassify wrote (.keras, SavedModel, .tflite), on one split and "
+        "write report.json, report.html (self-contained), predictions.csv, suspect_labels.csv, calibration.json and "
+        "plots/. A model inside a run folder (RUN/export/*.tflite) is scored on the run's own data and split, so its "
+        "report compares with the run's. fit writes this report at its end.",
+    )
+    ev.add_argument("model", metavar="RUN_OR_MODEL", help="run folder, .keras file, SavedModel folder or .tflite file")
+    ev.add_argument("--data", metavar="SRC", help="data source (default: the run's own; required outside a run folder)")
+    ev.add_argument("--split", choices=("test", "val", "train", "all"),
+                    help="which images (default: test for a run, all for a model with --data)")
+    ev.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default: 32)")
+    ev.add_argument("--output", "-o", help="report folder (default: RUN/evaluation, RUN/evaluation-<model>, or "
+                    "evaluations/<model>-<time>)")
+    ev.add_argument("--threads", type=int, default=None, metavar="N", help="LiteRT threads for .tflite files")
+    ev.add_argument("--cross-validate", type=int, default=0, metavar="K",
+                    help="retrain the run's recipe on K folds so every image gets an out-of-sample probability for "
+                    "the suspect-label search (K trainings)")
+    ev.set_defaults(func=cmd_evaluate)
 
 
 def _add_export(sub) -> None:
@@ -231,7 +253,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
     test = result.metrics.get("test")
     summary = f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}" if test else "no test split"
     print(f"{result.run_dir}: {summary}")
+    _report_after(result)
     return _export_after(result, formats, args)
+
+
+def _report_after(result) -> None:
+    """fit's last step: the evaluation report of the test split (the chief's, on a cluster)."""
+    if not result.metrics.get("test"):
+        return
+    from .evaluation import evaluate
+
+    print(_evaluation_summary(evaluate(result.run_dir)))
 
 
 def _keras_verbosity(quiet: bool = False):
@@ -310,6 +342,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   verbose=_keras_verbosity(not args.verbose_trials))
         test = run.metrics.get("test")
         print(f"{run.run_dir}: test accuracy {test['accuracy']:.4f}" if test else f"{run.run_dir}: no test split")
+        _report_after(run)
         return _export_after(run, formats, args)
     return 0
 
@@ -362,6 +395,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(format_table(result))
     print(f"report: {result.folder / 'export_report.json'}")
     return 0 if result.ok else 1
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1; received {args.batch_size}.")
+    _load_tensorflow(args)
+    from .evaluation import evaluate
+
+    result = evaluate(args.model, data=args.data, split=args.split, batch_size=args.batch_size, output=args.output,
+                      threads=args.threads, cross_validate=args.cross_validate)
+    print(_evaluation_summary(result))
+    return 0
+
+
+def _evaluation_summary(result) -> str:
+    """A few lines: the headline figures, calibration, suspects, where the report is."""
+    r = result.report
+    figures = "  ".join(f"{k} {v:.4f}" for k, v in result.headline.items() if v is not None)
+    cal = r["calibration"]
+    lines = [f"{r['model']['name']} on {r['data']['split']} ({r['data']['images']} images): {figures}",
+             f"calibration: ECE {cal['ece']:.4f}" + (f" -> {cal['ece_calibrated']:.4f} at temperature "
+                                                     f"{cal['temperature']:.3f} (fitted on {cal['fitted_on']})"
+                                                     if cal["fitted_on"] else " (no validation images to fit a temperature)"),
+             f"suspect labels: {r['suspects']['count']} of {r['suspects']['images']} ({r['suspects']['source']})",
+             f"report: {result.folder / 'report.html'}"]
+    if r["threshold"]:
+        t = r["threshold"]
+        lines.insert(2, f"threshold: P({t['positive_label']}) >= {t['threshold']:.4f} maximises F1 ({t['fitted_on']})")
+    return "\n".join(lines)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -292,9 +292,10 @@ def _check_consistency(cfg: Config) -> None:
         )
     monitor = cfg.train.monitor
     bare = monitor[4:] if monitor.startswith("val_") else monitor
-    if bare not in ("loss", "accuracy"):
+    if bare not in ("loss", "accuracy", "auc", "f1"):  # the metrics every model reports (training.recipe.metrics)
         raise ConfigError(
-            f"Unknown monitor {monitor!r}. Valid values: val_loss, val_accuracy, loss, accuracy."
+            f"Unknown monitor {monitor!r}. Valid values: val_loss, val_accuracy, val_auc, val_f1 and the same "
+            "without val_ (training metrics)."
         )
 
 

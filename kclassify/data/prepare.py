@@ -72,6 +72,7 @@ def prepare_data(
     split_file: str | Path | None = None,
     min_images: int = 2,
     cache: Path | None = None,
+    for_training: bool = True,
 ) -> PreparedData:
     """Resolve, check and split a data source.
 
@@ -82,6 +83,7 @@ def prepare_data(
         spec: what ``--data`` received (folder, CSV, ``tfds:NAME``, ``builtin:NAME``).
         split_file: a ``split.csv`` to reuse exactly instead of assigning splits.
         min_images: fail when a class keeps fewer usable images than this.
+        for_training: also fail when a class has no training images (``evaluate`` does not train).
 
     Example:
         >>> data = prepare_data("builtin:digits")
@@ -115,11 +117,11 @@ def prepare_data(
     records = [Record(i.path, i.label, i.split, dp, digest) for i, (_, (dp, digest)) in zip(split_items, good)]
     classes = source.classes
     data = PreparedData(source, classes, records, excluded, unlisted)
-    _check_enough(data, min_images)
+    _check_enough(data, min_images, for_training)
     return data
 
 
-def _check_enough(data: PreparedData, min_images: int) -> None:
+def _check_enough(data: PreparedData, min_images: int, for_training: bool = True) -> None:
     per_class = Counter(r.label for r in data.records)
     short = {c: per_class.get(c, 0) for c in data.classes if per_class.get(c, 0) < min_images}
     if short:
@@ -130,7 +132,7 @@ def _check_enough(data: PreparedData, min_images: int) -> None:
         )
     counts = data.counts()
     no_train = [c for c in data.classes if counts["train"][c] == 0]
-    if no_train:
+    if no_train and for_training:
         raise DataError(
             f"Class(es) {no_train} have no training images after the split. Add images or "
             "lower --val-fraction/--test-fraction."

@@ -23,6 +23,8 @@ from ..config import from_yaml_file
 from ..data import prepare_data
 from ..errors import ConfigError, DataError, ExportError, RunFolderError
 from ..inference import load_predictor
+from ..inference.calibration import FILE as CALIBRATION_FILE
+from ..inference.calibration import read_calibration
 from ..runs import RunFolder, write_json
 from .formats import DEFAULT_FORMATS, FORMATS, Source, parse_formats
 
@@ -124,6 +126,9 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
                                     "calibration_images": calibration_images, "run": str(folder.root)})
     _relative_costs(result)
     (out / "labels.txt").write_text("\n".join(reference.labels) + "\n", encoding="utf-8")
+    calibration = read_calibration(folder.root)  # evaluate's temperature travels with the files it applies to
+    if calibration:
+        write_json(out / CALIBRATION_FILE, calibration)
     write_json(out / REPORT, _report_doc(result))
     return result
 

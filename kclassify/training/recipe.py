@@ -113,9 +113,16 @@ def precision(mixed: bool):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def metrics() -> list:
-    """What every model reports per epoch (``auc`` also serves ``tune --objective val_auc``)."""
-    return ["accuracy", keras.metrics.AUC(name="auc")]
+def metrics(num_classes: int) -> list:
+    """What every model reports per epoch, in history.csv and TensorBoard (and ``tune --objective``).
+
+    ``auc`` is the macro one-vs-rest ROC AUC (one curve per class, averaged) and ``f1`` the macro
+    F1 of the arg-max predictions, as ``evaluate`` reports them at the end; the labels reach the
+    metrics one-hot, which both need. Keras averages over every class, so a class with no image
+    in a tiny validation split counts as 0 there, where ``evaluate`` (scikit-learn) leaves it out.
+    """
+    return ["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=num_classes),
+            keras.metrics.F1Score(average="macro", name="f1")]
 
 
 def build_model(recipe: Recipe):
@@ -137,7 +144,7 @@ def compile_phase(model, recipe: Recipe, phase: Phase) -> None:
         train_cfg, lr=train_cfg.lr * phase.lr_factor, epochs=phase.end - phase.start,
         warmup_epochs=train_cfg.warmup_epochs if phase.start == 0 else 0.0,
     )
-    model.compile(optimizer=build_optimizer(phase_cfg, recipe.steps), loss=build_loss(train_cfg), metrics=metrics())
+    model.compile(optimizer=build_optimizer(phase_cfg, recipe.steps), loss=build_loss(train_cfg), metrics=metrics(recipe.num_classes))
 
 
 def train(model, recipe: Recipe, fit_phase: PhaseFit, *, start: int = 0, end: int | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..plotting import figure
 from .budget import Budget
 from .space import SearchSpace
 
@@ -164,30 +164,9 @@ def _plot_progress(path: Path, rows: list[dict], objective: str) -> None:
     for score in scores:
         running = score if running is None else (max if maximize else min)(running, score)
         best.append(running)
-    with _figure(path, "trial", objective) as ax:
+    with figure(path, "trial", objective) as ax:
         ax.scatter(numbers, scores, s=22, color="0.6", label="trial")
         ax.plot(numbers, best, drawstyle="steps-post", color="C0", label="best so far")
-
-
-@contextlib.contextmanager
-def _figure(path: Path, xlabel: str, ylabel: str):
-    """A headless matplotlib axis, saved to ``path`` with labels, grid and legend when the block ends."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    try:
-        yield ax
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
 
 
 def _plot_pareto(path: Path, rows: list[dict], front: list[dict], objective: str, limits: Budget) -> None:
@@ -199,7 +178,7 @@ def _plot_pareto(path: Path, rows: list[dict], front: list[dict], objective: str
     import matplotlib.ticker
 
     xlabel = "latency (ms, LiteRT, batch 1)" if cost == "latency_ms" else "parameters"
-    with _figure(path, xlabel, objective) as ax:
+    with figure(path, xlabel, objective) as ax:
         ax.scatter([r[cost] for r in done], [r["score"] for r in done], s=22, color="0.6", label="trial")
         ax.plot([r[cost] for r in front], [r["score"] for r in front], "o-", color="C0", drawstyle="steps-post",
                 label="Pareto front")  # steps: between two front points no trial does better
