@@ -102,8 +102,8 @@ def most_confused(counts: np.ndarray, labels: list[str], limit: int = CONFUSED_P
 def best_f1_threshold(y_true, probabilities, positive: int = 1) -> dict:
     """Binary tasks: precision and recall over thresholds of the positive class's score, and the F1-best one.
 
-    Returns ``threshold`` (predict positive when its probability is >= it), the precision, recall
-    and F1 there, and the curve (``thresholds``, ``precision``, ``recall``; at most ~200 points).
+    Returns ``threshold`` (predict positive when its probability is >= it; midway between the
+    F1-best score and the next lower one), the precision, recall and F1 there, and the curve (``thresholds``, ``precision``, ``recall``; at most ~200 points).
     """
     from sklearn.metrics import precision_recall_curve
 
@@ -114,9 +114,13 @@ def best_f1_threshold(y_true, probabilities, positive: int = 1) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     best = int(np.argmax(f1))
+    # Any threshold between the best score and the next lower one classifies the fitting images alike;
+    # the midpoint leaves new images a margin (the score itself sits on the last positive, e.g. 0.90
+    # on a small perfectly separated validation split, and then misses most positives of the test).
+    threshold = (thresholds[best] + thresholds[best - 1]) / 2 if best > 0 else thresholds[best]
     step = max(1, len(thresholds) // 200)
     return {
-        "threshold": float(thresholds[best]), "f1": float(f1[best]),
+        "threshold": float(threshold), "f1": float(f1[best]),
         "precision": float(precision[best]), "recall": float(recall[best]),
         "curve": {"thresholds": thresholds[::step].tolist(), "precision": precision[::step].tolist(),
                   "recall": recall[::step].tolist()},

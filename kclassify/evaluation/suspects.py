@@ -7,6 +7,14 @@ given-label probability first. cleanlab is the reference implementation; we call
 ``find_label_issues`` and rank what it finds by self-confidence (the probability of the given
 label), lowest first: the top of the list is what a person should look at first.
 
+On small or nearly separable data the per-class thresholds sit near 0.9 and confident learning
+finds too few: measured on 123 generated colour images with 3 flipped labels, each flipped image
+given 0.04 for its label and 0.89-0.94 for its true colour, it flagged one (the true class's
+threshold was 0.905). So an image is also flagged when its given label gets less than
+:data:`GIVEN_BELOW` while another class gets at least :data:`OTHER_ABOVE`, the plain reading of
+"the label is very unlikely and another class is confident"; the ``reason`` column says which
+rule flagged it.
+
 The probabilities must be out-of-sample: a model's own training images are fitted, so their
 given labels look right whatever they are. ``evaluate`` uses the validation and test splits, or
 cross-validated probabilities for every image when asked.
@@ -23,8 +31,12 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-METHOD = "cleanlab.filter.find_label_issues (prune_by_noise_rate), ranked by self-confidence"
-FIELDS = ("rank", "path", "split", "given_label", "given_probability", "suggested_label", "suggested_probability")
+METHOD = ("cleanlab.filter.find_label_issues (prune_by_noise_rate), plus given-label probability < 0.1 with "
+          "another class >= 0.5; ranked by self-confidence")
+FIELDS = ("rank", "path", "split", "given_label", "given_probability", "suggested_label", "suggested_probability",
+          "reason")
+GIVEN_BELOW = 0.1
+OTHER_ABOVE = 0.5
 
 
 def find_suspects(y_true, probabilities, labels: list[str], paths: list[str], splits: list[str]) -> list[dict]:
@@ -43,19 +55,20 @@ def find_suspects(y_true, probabilities, labels: list[str], paths: list[str], sp
 
     with warnings.catch_warnings():  # cleanlab warns about classes absent from small splits: expected here
         warnings.simplefilter("ignore")
-        ranked = find_label_issues(y, p, filter_by="prune_by_noise_rate",
-                                   return_indices_ranked_by="self_confidence", n_jobs=1)
-    rows = []
-    for rank, i in enumerate(ranked, 1):
-        other = p[i].copy()
-        other[y[i]] = -1.0
-        j = int(other.argmax())
-        rows.append({
-            "rank": rank, "path": paths[i], "split": splits[i],
-            "given_label": labels[y[i]], "given_probability": round(float(p[i, y[i]]), 6),
-            "suggested_label": labels[j], "suggested_probability": round(float(p[i, j]), 6),
-        })
-    return rows
+        learned = set(find_label_issues(y, p, filter_by="prune_by_noise_rate", n_jobs=1).nonzero()[0].tolist())
+    given = p[np.arange(len(y)), y]
+    other = p.copy()
+    other[np.arange(len(y)), y] = -1.0
+    best_other = other.argmax(axis=1)
+    plain = set(np.flatnonzero((given < GIVEN_BELOW) & (other.max(axis=1) >= OTHER_ABOVE)).tolist())
+    ranked = sorted(learned | plain, key=lambda i: (given[i], paths[i]))  # self-confidence, lowest first
+    return [{
+        "rank": rank, "path": paths[i], "split": splits[i],
+        "given_label": labels[y[i]], "given_probability": round(float(given[i]), 6),
+        "suggested_label": labels[best_other[i]], "suggested_probability": round(float(p[i, best_other[i]]), 6),
+        "reason": "+".join(name for name, found in (("confident learning", i in learned), ("low probability", i in plain))
+                           if found),
+    } for rank, i in enumerate(ranked, 1)]
 
 
 def write_suspects(path: Path, rows: list[dict]) -> None:
