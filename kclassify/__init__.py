@@ -24,6 +24,8 @@ _LAZY = {
     "load_predictor": ("kclassify.inference", "load_predictor"),
     "Predictor": ("kclassify.inference", "Predictor"),
     "ExportResult": ("kclassify.export", "ExportResult"),
+    "evaluate": ("kclassify.evaluation", "evaluate"),
+    "EvaluationResult": ("kclassify.evaluation", "EvaluationResult"),
 }
 
 
@@ -37,7 +39,7 @@ def __getattr__(name):  # PEP 562: TensorFlow is imported on first use of fit, n
 
 
 __all__ = [
-    "Budget", "TuneResult", "load_space", "tune",
+    "Budget", "TuneResult", "load_space", "tune", "EvaluationResult", "evaluate",
     "ExportResult", "ModelLoadError", "ExportError", "Predictor", "load_predictor",
     "Config", "ConfigError", "DataConfig", "DataError", "FitResult", "KClassifyError", "ModelConfig",
     "RunFolderError", "TrainConfig", "UnknownBackboneError", "WeightsError", "build_classifier",
