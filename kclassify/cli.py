@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kclassify {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_fit, _add_tune, _add_models, _add_evaluate, _add_export, _add_predict):
+    for add in (_add_fit, _add_tune, _add_models, _add_evaluate, _add_export, _add_predict, _add_serve):
         add(sub)
     return parser
 
@@ -212,6 +212,32 @@ def _add_predict(sub) -> None:
     pred.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default: 32)")
     pred.add_argument("--threads", type=int, default=None, metavar="N", help="LiteRT threads for .tflite files")
     pred.set_defaults(func=cmd_predict)
+
+
+def _add_serve(sub) -> None:
+    srv = sub.add_parser(
+        "serve", help="serve a run or model over HTTP (FastAPI + uvicorn)",
+        description="Serve a run folder or a model file over HTTP: POST /v1/predict (an image as the body or a "
+        "multipart upload), POST /v1/predict:batch, TF Serving's POST /v1/models/NAME:predict, GET /healthz, /readyz, "
+        "/v1/metadata, /metrics (Prometheus), /docs (OpenAPI) and a web page at /. Concurrent requests are run as "
+        "batches. Stops on SIGTERM or Ctrl-C after the requests in flight finish.",
+    )
+    srv.add_argument("model", metavar="RUN_OR_MODEL", help="run folder, .keras file, SavedModel folder or .tflite file")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    srv.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    srv.add_argument("--backend", default="auto", choices=("auto", "tflite", "tf"),
+                     help="auto: a run's exported TFLite file that passed export's gate (int8 first), else its Keras "
+                     "model (default: auto)")
+    srv.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (default: 1)")
+    srv.add_argument("--max-batch", type=int, default=16, metavar="N", help="most images per model call (default: 16)")
+    srv.add_argument("--batch-timeout-ms", type=float, default=5.0, metavar="MS",
+                     help="longest wait for a batch to fill while requests are arriving (default: 5)")
+    srv.add_argument("--max-body-mb", type=float, default=10.0, metavar="MB", help="largest request body (default: 10)")
+    srv.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer) on every endpoint but "
+                     "the health checks (default: $KCLASSIFY_API_KEY)")
+    srv.add_argument("--threads", type=int, default=None, metavar="N", help="LiteRT threads for .tflite models")
+    srv.add_argument("--model-name", help="the name in /v1/models/NAME:predict (default: the run folder's name)")
+    srv.set_defaults(func=cmd_serve)
 
 
 def _format_list() -> str:
@@ -447,6 +473,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"kclassify: {len(failed)} of {len(results)} file(s) could not be predicted", file=sys.stderr)
     return 1 if failed or not results else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serving.serve import check_settings
+
+    check_settings(args.workers, args.port, args.max_batch, args.batch_timeout_ms, args.max_body_mb)
+    _load_tensorflow(args)
+    from .serving import serve
+
+    serve(args.model, host=args.host, port=args.port, backend=args.backend, workers=args.workers,
+          max_batch=args.max_batch, batch_timeout_ms=args.batch_timeout_ms, max_body_mb=args.max_body_mb,
+          api_key=args.api_key, threads=args.threads, model_name=args.model_name,
+          log_level="debug" if args.verbose > 1 else "info")
+    return 0
 
 
 def _load_tensorflow(args: argparse.Namespace) -> None:
