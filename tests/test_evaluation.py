@@ -140,6 +140,12 @@ def test_suspects_rank_flipped_labels_first():
     assert rows[0]["suggested_label"] == "abc"[truth[int(rows[0]["path"])]]
 
 
+def test_a_model_at_chance_lists_no_suspects():
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(3) * 50, 90)  # ~1/3 everywhere: its argmax says nothing
+    assert find_suspects(np.repeat(np.arange(3), 30), p, list("abc"), [str(i) for i in range(90)], ["test"] * 90) == []
+
+
 def test_suspects_need_enough_images():
     assert find_suspects([0, 0], np.array([[.9, .1], [.2, .8]]), ["a", "b"], ["x", "y"], ["test"] * 2) == []
 

@@ -349,7 +349,7 @@ def test_sigterm_lets_the_request_in_flight_finish(tiny_run, tmp_path):
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         sock.sendall(RED[100:])
-        answer = sock.recv(65536).decode()
+        answer = _read_response(sock)
         sock.close()
         assert answer.startswith("HTTP/1.1 200") and '"cat"' in answer
         # uvicorn shuts down cleanly, then re-raises SIGTERM so that the exit says what stopped it
@@ -357,6 +357,18 @@ def test_sigterm_lets_the_request_in_flight_finish(tiny_run, tmp_path):
         assert "Application shutdown complete" in proc.stdout.read().decode()
     finally:
         proc.kill()
+
+
+def _read_response(sock) -> str:
+    """One whole HTTP response from a raw socket (headers, then Content-Length bytes of body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return (head + b"\r\n\r\n" + body).decode()
 
 
 def _wait_ready(port: int, proc) -> None:

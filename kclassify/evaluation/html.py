@@ -4,29 +4,14 @@ no script, no external asset) built from ``report.json`` and the evaluated image
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from pathlib import Path
 
-THUMB = 112  # pixels, the longer side of a gallery thumbnail
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#1d2733;
-padding:0 16px;background:#fafbfc}
-h1{font-size:1.5em;margin-bottom:4px}h2{margin-top:36px;border-bottom:1px solid #dde3ea;padding-bottom:4px}
-.sub{color:#5b6b7c;font-size:.9em}.cards{display:flex;flex-wrap:wrap;gap:12px;margin:18px 0}
-.card{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:10px 16px;min-width:120px}
-.card b{display:block;font-size:1.6em}.card span{color:#5b6b7c;font-size:.85em}
-.plots{display:flex;flex-wrap:wrap;gap:16px}.plots figure{margin:0;background:#fff;border:1px solid #dde3ea;
-border-radius:8px;padding:8px}.plots img{max-width:540px;width:100%}.plots figure.wide img{max-width:1100px}
-table{border-collapse:collapse;background:#fff;font-size:.9em}th,td{border:1px solid #dde3ea;padding:4px 10px;
-text-align:right}th{background:#eef2f6}td:first-child,th:first-child{text-align:left}
-.gallery{display:flex;flex-wrap:wrap;gap:10px}.tile{background:#fff;border:1px solid #dde3ea;border-radius:6px;
-padding:6px;width:130px;font-size:.78em;overflow-wrap:anywhere}.tile img{width:120px;height:120px;object-fit:contain;
-background:#eee;display:block;margin-bottom:4px}.bad{color:#b42318}.good{color:#067647}
-"""
-
+from ..htmlpage import data_uri as _data_uri
+from ..htmlpage import escape as _e
+from ..htmlpage import num as _num
+from ..htmlpage import page
+from ..htmlpage import section as _section
+from ..htmlpage import thumbnail as _thumbnail
 
 def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes: list[dict],
                       suspects: list[dict], image_paths: dict[str, str]) -> Path:
@@ -41,8 +26,6 @@ def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes
     """
     m = report["metrics"]
     parts = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        f"<title>kclassify evaluation: {_e(report['model']['name'])}</title><style>{CSS}</style></head><body>",
         f"<h1>Evaluation of {_e(report['model']['name'])}</h1>",
         f"<div class=sub>{_e(report['model']['kind'])} model, {report['model']['image_size']} px, "
         f"{len(report['model']['labels'])} classes &middot; split <b>{_e(report['data']['split'])}</b> of "
@@ -55,9 +38,8 @@ def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes
                  _gallery(mistakes, image_paths, "predicted", "confidence") if mistakes
                  else "<p>No misclassified image.</p>"),
         _section("Suspect labels", _suspects_intro(report["suspects"]) + _gallery(suspects, image_paths, "suggested", "")),
-        "</body></html>",
     ]
-    path.write_text("\n".join(parts), encoding="utf-8")
+    path.write_text(page(f"kclassify evaluation: {report['model']['name']}", parts), encoding="utf-8")
     return path
 
 
@@ -128,34 +110,3 @@ def _gallery(rows: list[dict], image_paths: dict[str, str], other: str, confiden
         tiles.append(f"<div class=tile>{_thumbnail(image_paths.get(r['path'], r['path']))}{caption}<br>"
                      f"<span class=sub>{_e(r['path'])}</span></div>")
     return f"<div class=gallery>{''.join(tiles)}</div>"
-
-
-def _thumbnail(path: str) -> str:
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((THUMB, THUMB))
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=85)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return "<img alt='unreadable'>"
-    return f"<img alt='thumbnail' src='{_data_uri(buf.getvalue(), 'image/jpeg')}'>"
-
-
-def _section(title: str, body: str) -> str:
-    anchor = title.split(" (")[0].lower().replace(" ", "-")
-    return f"<h2 id={anchor}>{_e(title)}</h2>{body}"
-
-
-def _data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def _num(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _e(text) -> str:
-    return html.escape(str(text), quote=True)

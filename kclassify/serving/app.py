@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import time
@@ -25,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..inference.calibration import apply_temperature
 from ..inference.tfserving import rest_predict
 from .batcher import Batcher
+from .guard import Guard
 from .images import MAX_PIXELS, BadImage, Decoder
 from .limits import BodyLimit, BodyTooLarge
 from .model import ServedModel
@@ -34,7 +34,6 @@ from .tfserving import signatures
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = {"/healthz", "/readyz", "/"}  # no key: liveness probes, and a page that holds no data
 MAX_FILES = 64  # images in one :batch request
 RAW_TYPES = ("image/", "application/octet-stream")
 
@@ -78,7 +77,8 @@ def create_app(served: ServedModel, settings: Settings | None = None) -> FastAPI
     app.state.ready = False
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_bytes=settings.max_body)
-    _add_guards(app, settings, telemetry)
+    app.add_middleware(Guard, api_key=settings.api_key, telemetry=telemetry)  # added last: runs first
+    _add_error_handlers(app)
 
     async def scores(data: bytes) -> np.ndarray:
         batcher.expect()
@@ -99,20 +99,8 @@ def create_app(served: ServedModel, settings: Settings | None = None) -> FastAPI
     return app
 
 
-def _add_guards(app: FastAPI, settings: Settings, telemetry: Telemetry) -> None:
-    """API key, request metrics, and JSON errors for everything that goes wrong."""
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        started = time.perf_counter()
-        if settings.api_key and request.url.path not in OPEN_PATHS and not _key_ok(request, settings.api_key):
-            response = JSONResponse({"error": "missing or wrong API key: send it in the X-API-Key header "
-                                              "(or Authorization: Bearer KEY)"}, status_code=401)
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        telemetry.observe(getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - started)
-        return response
+def _add_error_handlers(app: FastAPI) -> None:
+    """JSON errors for everything that goes wrong; a crash is logged here and answered without details."""
 
     @app.exception_handler(BadImage)
     async def bad_image(request: Request, e: BadImage):
@@ -136,14 +124,6 @@ def _add_guards(app: FastAPI, settings: Settings, telemetry: Telemetry) -> None:
     async def crash(request: Request, e: Exception):
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"error": "internal error; the server log has the details"}, status_code=500)
-
-
-def _key_ok(request: Request, key: str) -> bool:
-    given = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if given is None and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    return given is not None and hmac.compare_digest(given.encode(), key.encode())  # constant time
 
 
 def _add_predict_routes(app: FastAPI, served: ServedModel, scores, top, settings: Settings) -> None:
