@@ -72,7 +72,7 @@ def wait_until(port: int, path: str, proc, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+            raise SystemExit(f"server exited: {Path(proc.log_path).read_text()[-2000:]}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", path)
@@ -175,8 +175,13 @@ def in_process_floor(run: Path, jpeg: bytes, backend: str) -> dict:
 
 
 def start(cmd: list[str]) -> subprocess.Popen:
+    """A server process whose output goes to a file: a pipe nobody reads fills up (64 KB) and then blocks
+    the server on its next log line (libjpeg writes one to stderr for each truncated JPEG of the soak)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    log = tempfile.NamedTemporaryFile("w+b", prefix="kclassify-bench-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc.log_path = log.name
+    return proc
 
 
 def run_ours(args, run: Path, jpeg: bytes) -> dict:

@@ -76,6 +76,19 @@ def test_predict_raw_body_and_multipart_agree(client):
     assert post_image(client, BLUE, top_k=2).json()["predictions"][0]["label"] == "fox"
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF", "BMP", "WEBP", "GIF"])
+def test_every_training_format_is_served(client, fmt):
+    from PIL import Image
+
+    image = Image.fromarray(make_image(0, 40, seed=9))
+    if fmt == "BMP":
+        image = image.convert("P")  # palette BMP: TensorFlow misreads it, so Pillow decodes it (as training does)
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    response = post_image(client, buf.getvalue(), f"image/{fmt.lower()}")
+    assert response.status_code == 200 and response.json()["predictions"][0]["label"] == "cat"
+
+
 def test_batch_endpoint_answers_each_file(client):
     files = [("file", ("g.png", GREEN, "image/png")), ("file", ("r.png", RED, "image/png")),
              ("file", ("notes.jpg", b"shopping list", "image/jpeg")), ("file", ("b.png", BLUE, "image/png"))]

@@ -75,6 +75,17 @@ class Decoder:
         except self._errors:
             raise BadImage(f"the {fmt} image is truncated or corrupt: it could not be decoded") from None
 
+    def warm_up(self) -> np.ndarray:
+        """Trace both decode paths once (a JPEG through TensorFlow, a TIFF through Pillow)."""
+        from PIL import Image
+
+        image = None
+        for fmt in ("JPEG", "TIFF"):
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (128, 128, 128)).save(buf, fmt)
+            image = self(buf.getvalue())
+        return image
+
     def resize(self, image: np.ndarray) -> np.ndarray:
         """uint8 ``(H, W, 3)`` pixels (a TF Serving ``images`` instance) to the model's size."""
         return self._tf_resize(image).numpy()
