@@ -87,9 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kclassify {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_fit, _add_tune, _add_models, _add_evaluate, _add_export, _add_predict, _add_serve):
+    for add in (_add_audit, _add_fit, _add_tune, _add_models, _add_evaluate, _add_export, _add_predict, _add_serve):
         add(sub)
     return parser
+
+
+def _add_audit(sub) -> None:
+    aud = sub.add_parser(
+        "audit", help="find unreadable files, format quirks, odd sizes, duplicates, leakage and imbalance",
+        description="Audit a data source (anything fit --data takes) before training: unreadable files, CMYK, 16-bit, "
+        "palette, transparency, animation, EXIF rotation, lying extensions, tiny/extreme/huge images, exact and "
+        "near-duplicates within a class, across classes and across train/val/test, class balance, stray files. "
+        "Writes audit.json and audit.html; never changes your files.",
+    )
+    aud.add_argument("data", metavar="SRC", help="class-folder dir, pre-split dir, CSV manifest, tfds:NAME, builtin:NAME")
+    aud.add_argument("--split-file", help="judge leakage by this split.csv (default: the split fit would compute)")
+    aud.add_argument("--near-dup-threshold", type=int, default=8, metavar="BITS",
+                     help="perceptual-hash bits (of 64) within which images are near copies (default: 8)")
+    aud.add_argument("--min-size", type=int, default=32, metavar="PX", help="shorter side under which an image "
+                     "is tiny (default: 32; use your model's input size)")
+    aud.add_argument("--max-aspect", type=float, default=4.0, metavar="R", help="longest/shortest side beyond "
+                     "which an image is extreme (default: 4)")
+    aud.add_argument("--seed", type=int, default=42, help="the split seed, when the split is computed (fit's default)")
+    aud.add_argument("--output", "-o", help="report folder (default: saved_models/audit-<data>-<time>)")
+    aud.add_argument("--write-manifest", metavar="CSV", help="write the usable files (path,label; one copy of each "
+                     "duplicate, contradictory ones dropped) to this new CSV for fit --data")
+    aud.set_defaults(func=cmd_audit)
 
 
 def _add_fit(sub) -> None:
@@ -421,6 +444,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(format_table(result))
     print(f"report: {result.folder / 'export_report.json'}")
     return 0 if result.ok else 1
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .data.audit import AuditSettings, audit
+    from .data.audit_report import summary
+
+    settings = AuditSettings(near_dup_threshold=args.near_dup_threshold, min_size=args.min_size,
+                             max_aspect=args.max_aspect, seed=args.seed)
+    result = audit(args.data, split_file=args.split_file, output=args.output, write_manifest=args.write_manifest,
+                   settings=settings)
+    print(summary(result.report, result.folder))
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmspro
 SCHEDULES = ("constant", "cosine", "exponential", "step", "plateau")
 LOSSES = ("crossentropy", "focal", "mse")
 CLASS_WEIGHTS = ("none", "balanced")
+AUDIT_MODES = ("quick", "full")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 FLIPS = ("horizontal", "vertical", "both", "none")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
@@ -62,6 +63,10 @@ class DataConfig:
     )
     min_images: int = _opt(
         2, "fail if a class keeps fewer usable images than this", low=1
+    )
+    audit: str = _opt(
+        "quick", "quick: exclude files that do not decode; full: also run `kclassify audit` into the run folder "
+        "and stop when test images copy training images", AUDIT_MODES
     )
 
 

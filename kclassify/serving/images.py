@@ -13,9 +13,7 @@ import io
 
 import numpy as np
 
-from ..data.files import SUPPORTED_FORMATS, TF_NATIVE
-
-MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; a 400-megapixel "photo" is an attack
+from ..data.files import MAX_PIXELS, SUPPORTED_FORMATS, TF_NATIVE
 
 
 class BadImage(Exception):

@@ -121,6 +121,10 @@ def _prepare(cfg: Config, run: RunFolder, resuming: bool) -> PreparedData:
     counts = {s: sum(c.values()) for s, c in data.counts().items()}
     log.info("%s: %d classes; train %d, val %d, test %d images; %d excluded",
              d.data, len(data.classes), counts["train"], counts["val"], counts["test"], len(data.excluded))
+    if d.audit == "full":
+        from ..data.audit import audit, raise_on_leak
+
+        raise_on_leak(audit(d.data, splits={r.path: r.split for r in data.records}, output=run.root / "audit"))
     return data
 
 

@@ -1,0 +1,226 @@
+"""audit: one generated instance of every problem is found, nothing clean is flagged, no file changes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kclassify.data.audit import AuditSettings, audit
+from kclassify.data.duplicates import groups, hamming_pairs
+
+SIZE = 64
+
+
+def pattern(seed: int, size: int = SIZE) -> "Image":
+    """A smooth random picture: distinct low frequencies, so perceptual hashes of two seeds differ."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray((rng.random((4, 4, 3)) * 255).astype(np.uint8))
+    return small.resize((size, size), Image.BICUBIC)
+
+
+def save(image, path: Path, fmt: str | None = None, **kw) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, fmt, **kw)
+
+
+def bomb_png(side: int = 20000) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (side + 1) * 8))
+            + chunk(b"IEND", b""))
+
+
+# check name -> the file(s) it must list
+EXPECTED = {
+    "unreadable": {"cat/truncated.jpg", "cat/empty.jpg", "dog/notes.jpg"},
+    "cmyk": {"cat/cmyk.jpg"},
+    "sixteen_bit": {"dog/deep.png"},
+    "transparency": {"cat/alpha.png"},
+    "palette": {"dog/palette.png"},
+    "animated": {"cat/anim.gif"},
+    "exif_rotated": {"dog/rotated.jpg"},
+    "extension_mismatch": {"dog/actually_png.jpg"},
+    "tiny": {"cat/tiny.png"},
+    "extreme_aspect": {"cat/wide.png"},
+    "huge": {"dog/huge.png"},
+    "hidden_files": {"cat/.DS_Store"},
+    "non_image_files": {"dog/readme.txt"},
+}
+
+
+def problem_folder(root: Path) -> Path:
+    """Two classes of clean pictures plus one file for every problem audit looks for."""
+    from PIL import Image
+
+    for k in range(8):
+        save(pattern(100 + k), root / "cat" / f"clean_{k}.png")
+        save(pattern(200 + k), root / "dog" / f"clean_{k}.jpg", quality=95)
+    jpeg = root / "cat" / "truncated.jpg"
+    save(pattern(1), jpeg, quality=95)
+    jpeg.write_bytes(jpeg.read_bytes()[:400])
+    (root / "cat" / "empty.jpg").write_bytes(b"")
+    (root / "dog" / "notes.jpg").write_text("not a picture, just text named .jpg")
+    save(pattern(2).convert("CMYK"), root / "cat" / "cmyk.jpg")
+    save(Image.fromarray((np.asarray(pattern(3).convert("L"), np.uint16) * 257)), root / "dog" / "deep.png")
+    rgba = pattern(4).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((SIZE, SIZE)))
+    save(rgba, root / "cat" / "alpha.png")
+    save(pattern(5).convert("P", palette=Image.ADAPTIVE), root / "dog" / "palette.png")
+    frames = [pattern(6).convert("P"), pattern(7).convert("P")]
+    frames[0].save(root / "cat" / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to display
+    save(pattern(8), root / "dog" / "rotated.jpg", exif=exif.tobytes())
+    save(pattern(9), root / "dog" / "actually_png.jpg", "PNG")
+    save(pattern(10, 12), root / "cat" / "tiny.png")
+    save(pattern(11).resize((400, 50)), root / "cat" / "wide.png")
+    (root / "dog" / "huge.png").write_bytes(bomb_png())
+    # duplicates: exact within a class, exact across classes, near (resized + re-encoded) within a class
+    save(pattern(20), root / "cat" / "dup_a.png")
+    shutil.copy(root / "cat" / "dup_a.png", root / "cat" / "dup_b.png")
+    save(pattern(21), root / "cat" / "mislabelled.png")
+    shutil.copy(root / "cat" / "mislabelled.png", root / "dog" / "mislabelled_copy.png")
+    save(pattern(22, 128), root / "dog" / "original.png")
+    save(pattern(22, 128).resize((90, 90)), root / "dog" / "resized_copy.jpg", quality=80)
+    # a leak across the given split: the same picture as a training and a test image
+    save(pattern(23), root / "cat" / "leak_train.png")
+    save(pattern(23), root / "cat" / "leak_test.png")
+    (root / "cat" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "dog" / "readme.txt").write_text("collected in 2024")
+    return root
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    data = problem_folder(root / "data")
+    split = root / "split.csv"
+    split.write_text("path,label,split\ncat/leak_train.png,cat,train\ncat/leak_test.png,cat,test\n")
+    before = digests(data)
+    result = audit(str(data), split_file=split, output=root / "report", write_manifest=root / "clean.csv",
+                   settings=AuditSettings(min_size=32))
+    return data, result, before, root
+
+
+def test_every_problem_is_found(audited):
+    _, result, _, _ = audited
+    checks = result.report["checks"]
+    for name, expected in EXPECTED.items():
+        assert {f["path"] for f in checks[name]["files"]} == expected, name
+
+
+def test_duplicates_contradictions_and_leaks(audited):
+    _, result, _, _ = audited
+    found = {frozenset(m["path"] for m in g["members"]): g for g in result.report["duplicates"]["groups"]}
+    assert set(found) == {frozenset({"cat/dup_a.png", "cat/dup_b.png"}),
+                          frozenset({"cat/mislabelled.png", "dog/mislabelled_copy.png"}),
+                          frozenset({"dog/original.png", "dog/resized_copy.jpg"}),
+                          frozenset({"cat/leak_train.png", "cat/leak_test.png"})}
+    assert found[frozenset({"cat/dup_a.png", "cat/dup_b.png"})]["kind"] == "exact"
+    near = found[frozenset({"dog/original.png", "dog/resized_copy.jpg"})]
+    assert near["kind"] == "near" and not near["contradictory"]
+    assert found[frozenset({"cat/mislabelled.png", "dog/mislabelled_copy.png"})]["contradictory"]
+    leak = found[frozenset({"cat/leak_train.png", "cat/leak_test.png"})]
+    assert leak["test_in_train"] and leak["splits"] == ["test", "train"]
+    d = result.report["duplicates"]
+    assert (d["across_classes"]["groups"], d["test_in_train"]["groups"]) == (1, 1)
+
+
+def test_nothing_clean_is_flagged_and_no_file_changed(audited):
+    data, result, before, _ = audited
+    flagged = {f["path"] for c in result.report["checks"].values() for f in c["files"]}
+    flagged |= {m["path"] for g in result.report["duplicates"]["groups"] for m in g["members"]}
+    clean = {f"{c}/clean_{k}.{'png' if c == 'cat' else 'jpg'}" for c in ("cat", "dog") for k in range(8)}
+    assert not clean & flagged
+    assert digests(data) == before  # read only: not one byte changed, nothing added or removed
+
+
+def test_balance_and_the_clean_manifest(audited, tmp_path):
+    data, result, _, root = audited
+    balance = result.report["class_balance"]
+    readable = result.report["readable"]
+    assert sum(balance["counts"].values()) == readable and balance["imbalance_ratio"] == pytest.approx(
+        max(balance["counts"].values()) / min(balance["counts"].values()), abs=1e-3)
+    lines = (root / "clean.csv").read_text().splitlines()
+    kept = {line.split(",")[0].split("data/")[-1] for line in lines[1:]}
+    assert "cat/dup_a.png" in kept and "cat/dup_b.png" not in kept  # one copy kept
+    assert not {"cat/mislabelled.png", "dog/mislabelled_copy.png"} & kept  # contradictory: both dropped
+    assert not EXPECTED["unreadable"] & kept and "dog/huge.png" not in kept
+    assert len(kept) == readable - 3 - 2 == result.report["manifest"]["kept"]  # 3 extra copies, 2 contradictory
+    from kclassify.data import prepare_data
+
+    assert len(prepare_data(str(root / "clean.csv")).records) == len(kept)  # fit --data clean.csv reads it all
+
+
+def test_report_files_and_browser(audited, tmp_path):
+    _, result, _, _ = audited
+    doc = json.loads((result.folder / "audit.json").read_text())
+    assert doc["checks"]["huge"]["count"] == 1 and doc["schema"] == 1
+    page = (result.folder / "audit.html").read_text()
+    assert "http://" not in page and "<script" not in page
+    from cdp import chromium_path
+
+    browser = chromium_path()
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--dump-dom", (result.folder / "audit.html").resolve().as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert 'id="headline"' in dom and "dog/resized_copy.jpg" in dom
+    groups_shown = dom.count('class="group"')
+    assert groups_shown == len(doc["duplicates"]["groups"]) == 4
+
+
+def test_near_duplicate_search_by_blocks():
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, 500, dtype=np.uint64)
+    hashes[7] = hashes[3] ^ np.uint64(0b1011)  # 3 bits apart
+    assert hamming_pairs(hashes, 3) == [(3, 7)]
+    far = 2**40 + 2**41 + 2**42  # 4 bits from 1, 6 from 7
+    assert groups(["a", "b", "a", "c"], [1, far, 7, None], 2) == [[0, 2]]  # same digest (and 1 ^ 7: 2 bits)
+    assert groups(["a", "b", "c", "d"], [1, far, 7, None], 2) == [[0, 2]]  # by the hash alone
+
+
+def test_fit_audit_full_stops_on_a_test_copy_of_a_training_image(tmp_path):
+    from conftest import TINY, write_class_folder
+
+    from kclassify import fit
+    from kclassify.data.split import unit_hash
+    from kclassify.errors import DataError
+
+    data = write_class_folder(tmp_path / "data", per_class=10, size=16)
+    name = next(f"copy_{i}.png" for i in range(1000) if unit_hash(TINY["seed"], f"cat/copy_{i}.png") < 0.1)
+    shutil.copy(data / "cat" / "img_000.png", data / "cat" / name)  # lands in test; img_000 in train
+    assert unit_hash(TINY["seed"], "cat/img_000.png") >= 0.2
+    with pytest.raises(DataError, match="test image.*copies of training images"):
+        fit(data=str(data), output=tmp_path / "run", verbose=0, audit="full", **TINY)
+    assert (tmp_path / "run" / "audit" / "audit.html").is_file()
+
+
+def test_cli_audit(tmp_path, capsys):
+    from conftest import write_class_folder
+
+    from kclassify.cli import main
+
+    data = write_class_folder(tmp_path / "data", per_class=6, size=40)
+    assert main(["audit", str(data), "--output", str(tmp_path / "a"), "--write-manifest", str(tmp_path / "c.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "audited 18 files" in out and str(tmp_path / "a" / "audit.html") in out
+    assert main(["audit", str(data), "--write-manifest", str(tmp_path / "c.csv")]) == 2  # never overwrites
+    assert "already exists" in capsys.readouterr().err
