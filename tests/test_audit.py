@@ -17,7 +17,7 @@ from kclassify.data.duplicates import groups, hamming_pairs
 SIZE = 64
 
 
-def pattern(seed: int, size: int = SIZE) -> "Image":
+def pattern(seed: int, size: int = SIZE):
     """A smooth random picture: distinct low frequencies, so perceptual hashes of two seeds differ."""
     from PIL import Image
 
