@@ -17,12 +17,12 @@ from kclassify.data.duplicates import groups, hamming_pairs
 SIZE = 64
 
 
-def pattern(seed: int, size: int = SIZE):
+def pattern(seed: int, size: int = SIZE, grid: int = 4):
     """A smooth random picture: distinct low frequencies, so perceptual hashes of two seeds differ."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    small = Image.fromarray((rng.random((4, 4, 3)) * 255).astype(np.uint8))
+    small = Image.fromarray((rng.random((grid, grid, 3)) * 255).astype(np.uint8))
     return small.resize((size, size), Image.BICUBIC)
 
 
@@ -95,6 +95,10 @@ def problem_folder(root: Path) -> Path:
     shutil.copy(root / "cat" / "mislabelled.png", root / "dog" / "mislabelled_copy.png")
     save(pattern(22, 128), root / "dog" / "original.png")
     save(pattern(22, 128).resize((90, 90)), root / "dog" / "resized_copy.jpg", quality=80)
+    # A slight crop: 4 px of 128 a side (3%). Smooth synthetic pictures move their hash more under a crop than
+    # photos do (a 5% crop of an intel_scenes photo: 4 bits); this one moves 4 bits.
+    save(pattern(24, 128, grid=8), root / "cat" / "uncropped.png")
+    save(pattern(24, 128, grid=8).crop((4, 4, 124, 124)), root / "cat" / "cropped_copy.jpg", quality=80)
     # a leak across the given split: the same picture as a training and a test image
     save(pattern(23), root / "cat" / "leak_train.png")
     save(pattern(23), root / "cat" / "leak_test.png")
@@ -133,7 +137,9 @@ def test_duplicates_contradictions_and_leaks(audited):
     assert set(found) == {frozenset({"cat/dup_a.png", "cat/dup_b.png"}),
                           frozenset({"cat/mislabelled.png", "dog/mislabelled_copy.png"}),
                           frozenset({"dog/original.png", "dog/resized_copy.jpg"}),
+                          frozenset({"cat/uncropped.png", "cat/cropped_copy.jpg"}),
                           frozenset({"cat/leak_train.png", "cat/leak_test.png"})}
+    assert found[frozenset({"cat/uncropped.png", "cat/cropped_copy.jpg"})]["kind"] == "near"
     assert found[frozenset({"cat/dup_a.png", "cat/dup_b.png"})]["kind"] == "exact"
     near = found[frozenset({"dog/original.png", "dog/resized_copy.jpg"})]
     assert near["kind"] == "near" and not near["contradictory"]
@@ -164,7 +170,7 @@ def test_balance_and_the_clean_manifest(audited, tmp_path):
     assert "cat/dup_a.png" in kept and "cat/dup_b.png" not in kept  # one copy kept
     assert not {"cat/mislabelled.png", "dog/mislabelled_copy.png"} & kept  # contradictory: both dropped
     assert not EXPECTED["unreadable"] & kept and "dog/huge.png" not in kept
-    assert len(kept) == readable - 3 - 2 == result.report["manifest"]["kept"]  # 3 extra copies, 2 contradictory
+    assert len(kept) == readable - 4 - 2 == result.report["manifest"]["kept"]  # 4 extra copies, 2 contradictory
     from kclassify.data import prepare_data
 
     assert len(prepare_data(str(root / "clean.csv")).records) == len(kept)  # fit --data clean.csv reads it all
@@ -184,7 +190,7 @@ def test_report_files_and_browser(audited, tmp_path):
                          capture_output=True, text=True, timeout=120).stdout
     assert 'id="headline"' in dom and "dog/resized_copy.jpg" in dom
     groups_shown = dom.count('class="group"')
-    assert groups_shown == len(doc["duplicates"]["groups"]) == 4
+    assert groups_shown == len(doc["duplicates"]["groups"]) == 5
 
 
 def test_near_duplicate_search_by_blocks():
@@ -224,3 +230,10 @@ def test_cli_audit(tmp_path, capsys):
     assert "audited 18 files" in out and str(tmp_path / "a" / "audit.html") in out
     assert main(["audit", str(data), "--write-manifest", str(tmp_path / "c.csv")]) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
+    from conftest import TINY
+
+    from kclassify import fit
+
+    run = fit(data=str(tmp_path / "c.csv"), output=tmp_path / "run", verbose=0, **{**TINY, "epochs": 1})
+    assert run.metrics["test"] is None or run.metrics["test"]["accuracy"] >= 0.5  # fit --data clean.csv trains
+    assert sum(sum(c.values()) for c in json.loads((run.run_dir / "run.json").read_text())["data"]["counts"].values()) == 18

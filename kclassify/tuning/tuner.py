@@ -13,9 +13,10 @@ from pathlib import Path
 import keras_tuner
 
 from ..errors import ConfigError
+from ..runs import write_json
 from .budget import Budget, infeasible_score
 from .report import best_feasible
-from .tf_workarounds import released_custom_gradients
+from .tf_workarounds import atomic_tuner_state, released_custom_gradients
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class KClassifyTuner:
     def run_trial(self, trial, *args, **kwargs):
         budget: Budget = self.kclassify_limits
         profile = self.hypermodel.profile(trial.hyperparameters, latency=budget.latency, threads=budget.threads)
-        self.profiles_file.write_text(json.dumps(self.hypermodel.profiles))
+        write_json(self.profiles_file, self.hypermodel.profiles)  # atomic: a kill -9 leaves the old file
         reasons = budget.violations(profile)
         self.trial_stats[trial.trial_id] = {**profile, "infeasible": "; ".join(reasons)}
         if reasons:  # scored below every real trial, so the oracle steers away; never trained
@@ -59,7 +60,7 @@ class KClassifyTuner:
         stats = self.trial_stats.setdefault(trial.trial_id, {})
         stats["seconds"] = seconds
         stats["rss_mb"] = _resident_mb()  # trial after trial, this should stay flat
-        self.stats_file.write_text(json.dumps(self.trial_stats))  # kept across resumes
+        write_json(self.stats_file, self.trial_stats)  # kept across resumes; atomic
         self.kclassify_done += 1
         done = self.kclassify_done
         total = None if getattr(self, "kclassify_worker", False) else self.kclassify_max_trials
@@ -94,6 +95,7 @@ def make_tuner(algorithm: str, hypermodel, objective, folder: Path, max_trials: 
     """
     if algorithm not in ALGORITHMS:
         raise ConfigError(f"Unknown algorithm {algorithm!r}. Valid: {', '.join(ALGORITHMS)}.")
+    atomic_tuner_state()  # a kill -9 must never leave an empty state file behind
     base = ALGORITHMS[algorithm]
     cls = type(f"KClassify{base.__name__}", (KClassifyTuner, base), {})
     common = dict(hypermodel=hypermodel, objective=objective, directory=str(folder), project_name="tuner",
