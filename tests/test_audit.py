@@ -237,3 +237,20 @@ def test_cli_audit(tmp_path, capsys):
     run = fit(data=str(tmp_path / "c.csv"), output=tmp_path / "run", verbose=0, **{**TINY, "epochs": 1})
     assert run.metrics["test"] is None or run.metrics["test"]["accuracy"] >= 0.5  # fit --data clean.csv trains
     assert sum(sum(c.values()) for c in json.loads((run.run_dir / "run.json").read_text())["data"]["counts"].values()) == 18
+
+
+def test_tiny_images_are_compared_by_bytes_only(tmp_path):
+    """A perceptual hash of an 8x8 picture measures the upscaling: near-copies of those are not searched."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    base = np.zeros((8, 8), np.uint8)
+    base[2:6, 3:5] = 200
+    other = base.copy()
+    other[2, 2] = 120  # a different picture, a near-identical hash
+    for label, pixels in (("one", base), ("seven", other)):
+        save(Image.fromarray(pixels), data / label / "a.png")
+    shutil.copy(data / "one" / "a.png", data / "one" / "b.png")  # an exact copy is still found
+    report = audit(str(data), output=tmp_path / "r").report["duplicates"]
+    assert [sorted(m["path"] for m in g["members"]) for g in report["groups"]] == [["one/a.png", "one/b.png"]]
+    assert report["too_small_for_near"] == 3

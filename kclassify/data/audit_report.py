@@ -9,7 +9,8 @@
   "detail"}]}``: ``unreadable``, the format quirks (``cmyk``, ``sixteen_bit``, ``palette``,
   ``transparency``, ``animated``, ``exif_rotated``, ``extension_mismatch``), the sizes (``tiny``,
   ``extreme_aspect``, ``huge``), and the stray files (``hidden_files``, ``non_image_files``, paths only)
-- ``duplicates``: ``threshold``; ``groups`` (each: ``kind`` exact|near, ``max_distance``, ``labels``,
+- ``duplicates``: ``threshold``; ``too_small_for_near`` (images under 32 px a side, compared by bytes
+  only); ``groups`` (each: ``kind`` exact|near, ``max_distance``, ``labels``,
   ``splits``, ``contradictory``, ``leak``, ``test_in_train``, ``members``); counts of groups and files
   ``exact``, ``near``, ``within_class``, ``across_classes``, ``across_splits``
 - ``class_balance``: ``counts`` per class (readable images), ``imbalance_ratio`` (largest / smallest),
@@ -76,8 +77,12 @@ def _aspect(f) -> float:
 
 def _duplicates(files, threshold: int) -> dict:
     ok = [f for f in files if f.readable]
-    index = duplicates.groups([f.sha256 for f in ok], [f.phash for f in ok], threshold)
-    found = [duplicates.describe(g, ok, [f.phash for f in ok]) for g in index]
+    # A perceptual hash of a picture smaller than its own 32x32 working size measures the upscaling, not
+    # the picture: on the built-in 8x8 digits it joined 128 groups, 8 of them across labels (a 1 and a 7).
+    # Such images are compared by their bytes only.
+    hashes = [f.phash if min(f.width, f.height) >= duplicates.MIN_SIDE else None for f in ok]
+    index = duplicates.groups([f.sha256 for f in ok], hashes, threshold)
+    found = [duplicates.describe(g, ok, hashes) for g in index]
 
     def tally(keep) -> dict:
         chosen = [g for g in found if keep(g)]
@@ -85,6 +90,7 @@ def _duplicates(files, threshold: int) -> dict:
 
     return {
         "threshold": threshold,
+        "too_small_for_near": sum(h is None for h in hashes),  # compared by bytes only
         "exact": tally(lambda g: g["kind"] == "exact"),
         "near": tally(lambda g: g["kind"] == "near"),
         "within_class": tally(lambda g: not g["contradictory"]),
