@@ -180,6 +180,7 @@ def test_report_files_and_browser(audited, tmp_path):
     _, result, _, _ = audited
     doc = json.loads((result.folder / "audit.json").read_text())
     assert doc["checks"]["huge"]["count"] == 1 and doc["schema"] == 1
+    assert doc["checks"]["huge"]["files"][0]["detail"] == "20000x20000 = 400 megapixels"
     page = (result.folder / "audit.html").read_text()
     assert "http://" not in page and "<script" not in page
     from cdp import chromium_path

@@ -76,9 +76,11 @@ def inspect_file(root: Path, path: str, label: str, split: str, max_pixels: int 
             _pixels(out, im)
     except UnidentifiedImageError:
         out.error = "not an image (Pillow cannot identify it)"
-    except Image.DecompressionBombError as e:
+    except Image.DecompressionBombError as e:  # so large that Pillow refuses even to open it
         out.error = f"refused without decoding: {e}"
-        out.notes["huge"] = "over Pillow's own limit"
+        size = _png_size(data)
+        out.notes["huge"] = (f"{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} megapixels" if size
+                             else str(e).split(",")[0])
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         out.error = f"cannot decode: {e}"  # "image file is truncated", broken PNG chunks...
     return out
@@ -116,6 +118,13 @@ def _pixels(out: Inspected, im) -> None:
             out.notes["transparency"] = f"{see_through:.0%} of pixels (partly) transparent (dropped for training)"
     # The hash of the RGB pixels training gets (no EXIF rotation: TensorFlow's decode ignores it too).
     out.phash = int(str(imagehash.phash(im.convert("RGB"))), 16)
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR, read without Pillow."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return None
 
 
 def _png_bit_depth(data: bytes) -> int | None:
