@@ -420,3 +420,15 @@ def test_cli_serve_refuses_bad_settings(tiny_run, capsys):
     assert "--workers must be at least 1" in capsys.readouterr().err
     assert main(["serve", str(tiny_run), "--backend", "tflite"]) == 2
     assert "no exported .tflite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("artifact", ["savedmodel", "model.tflite"])
+def test_other_backends_answer_alike(tiny_export, artifact, client):
+    served = load_served(tiny_export.folder / artifact)
+    with TestClient(create_app(served)) as c:
+        got = post_image(c, BLUE).json()["predictions"]
+        meta = c.get("/v1/metadata").json()
+    reference = post_image(client, BLUE).json()["predictions"]  # the run's Keras model
+    assert meta["backend"] == ("savedmodel" if artifact == "savedmodel" else "tflite")
+    assert [p["label"] for p in got] == [p["label"] for p in reference]
+    assert [p["score"] for p in got] == pytest.approx([p["score"] for p in reference], abs=0.02)
