@@ -49,6 +49,9 @@ def main():
     p.add_argument("--epochs", type=int, default=9, help="a trial's full epochs (Hyperband's top rung)")
     p.add_argument("--min-epochs", type=int, default=3)
     p.add_argument("--search-share", type=float, default=0.5, help="share of the budget the search may start trials in")
+    p.add_argument("--refit", choices=("fill", "then-fit"), default="fill",
+                   help="fill: retrain the best with epochs raised to fill the rest of the budget; then-fit: "
+                   "retrain it exactly as `tune --then-fit` does, with the search's --epochs")
     p.add_argument("--output", default="/tmp/kclassify-search-vs-default")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
@@ -77,14 +80,16 @@ def main():
     trials = [r for r in result.trials if r["status"] == "COMPLETED"]
     best = next(r for r in trials if r["score"] == result.best_score)
     refit_epochs = max(args.epochs, int((args.budget - searched) / _seconds_per_epoch(out / "search", best)))
+    if args.refit == "then-fit":
+        refit_epochs = args.epochs
     settings = build_config(load_yaml(out / "search" / "config.yaml"), load_yaml(out / "search" / "best_hparams.yaml"),
                             {"epochs": refit_epochs})
     refit = fit(settings, output=out / f"search-refit-{int(time.time())}", verbose=2)
     search_wall = time.perf_counter() - start
 
-    # Default arm: fit's defaults, epochs raised to fill the same budget.
+    # Default arm: fit's defaults, epochs raised to fill the same wall time as the search arm took.
     first = min(trials, key=lambda r: int(r["trial"]))  # the defaults
-    default_epochs = max(1, int(args.budget / _seconds_per_epoch(out / "search", first)))
+    default_epochs = max(1, int(max(args.budget, search_wall) / _seconds_per_epoch(out / "search", first)))
     start = time.perf_counter()
     default = fit(build_config({**common, "epochs": default_epochs}), output=out / f"default-{int(time.time())}",
                   verbose=2)
