@@ -183,11 +183,9 @@ def test_report_files_and_browser(audited, tmp_path):
     assert doc["checks"]["huge"]["files"][0]["detail"] == "20000x20000 = 400 megapixels"
     page = (result.folder / "audit.html").read_text()
     assert "http://" not in page and "<script" not in page
-    from cdp import chromium_path
+    from cdp import FLAGS, chromium_path
 
-    browser = chromium_path()
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                          "--dump-dom", (result.folder / "audit.html").resolve().as_uri()],
+    dom = subprocess.run([chromium_path(), *FLAGS, "--dump-dom", (result.folder / "audit.html").resolve().as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
     assert 'id="headline"' in dom and "dog/resized_copy.jpg" in dom
     groups_shown = dom.count('class="group"')

@@ -247,20 +247,13 @@ def test_report_html_is_self_contained(flipped_run):
     assert all(name in page for name in flipped)  # in the mistakes gallery and the suspect list
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if not found:
-        pytest.skip("no chromium on PATH: the browser check needs Debian's chromium (apt-get install chromium)")
-    return found
-
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
 def test_report_renders_in_a_headless_browser(flipped_run, tmp_path):
     from PIL import Image
 
-    browser = _chromium()
+    from cdp import FLAGS as CHROMIUM_FLAGS
+    from cdp import chromium_path
+
+    browser = chromium_path()
     _, result, flipped = flipped_run
     url = (result.folder / "report.html").resolve().as_uri()
     dom = subprocess.run([browser, *CHROMIUM_FLAGS, "--dump-dom", url], capture_output=True, text=True,
