@@ -85,3 +85,18 @@ def tiny_export(tiny_run, tmp_path_factory):
         from kclassify.export import export
 
         return export(tiny_run, "all", output=tmp_path_factory.mktemp("tiny-export") / "export", latency_runs=5)
+
+
+def bomb_png(side: int = 20000, rows: int = 64) -> bytes:
+    """A valid PNG header claiming side x side 8-bit grey pixels, with the data of a few rows only:
+    a few KB that would take side * side bytes once decoded (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (side + 1) * rows, 9))
+            + chunk(b"IEND", b""))
+

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import bomb_png
 
 from kclassify.data.audit import AuditSettings, audit
 from kclassify.data.duplicates import groups, hamming_pairs
@@ -29,18 +30,6 @@ def pattern(seed: int, size: int = SIZE, grid: int = 4):
 def save(image, path: Path, fmt: str | None = None, **kw) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, fmt, **kw)
-
-
-def bomb_png(side: int = 20000) -> bytes:
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (side + 1) * 8))
-            + chunk(b"IEND", b""))
 
 
 # check name -> the file(s) it must list

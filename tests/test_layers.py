@@ -12,7 +12,7 @@ BASE = {"errors", "config", "runs", "plotting", "htmlpage", "search_spaces"}
 
 def _imported_layers(path: Path) -> set[str]:
     """Top-level kclassify subpackages a module imports (absolute or relative imports)."""
-    depth = len(path.relative_to(PACKAGE).parts) - 1  # 0 for kclassify/cli.py, 1 for kclassify/data/x.py
+    depth = len(path.relative_to(PACKAGE).parts) - 1  # 0 for kclassify/runs.py, 1 for kclassify/data/x.py
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image
+from conftest import bomb_png, make_image
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -96,19 +96,6 @@ def test_batch_endpoint_answers_each_file(client):
     got = [(r["filename"], r["predictions"][0]["label"] if "predictions" in r else "error") for r in body["results"]]
     assert got == [("g.png", "dog"), ("r.png", "cat"), ("notes.jpg", "error"), ("b.png", "fox")]
     assert "not an image" in body["results"][2]["error"]
-
-
-def bomb_png(side: int = 20000) -> bytes:
-    """A valid PNG header claiming side x side pixels, with a few KB of (compressed) data."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    rows = zlib.compress(b"\x00" * (side + 1) * 64, 9)  # the first 64 rows; the rest never comes
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("data,ctype,status,words", [

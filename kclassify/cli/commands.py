@@ -1,0 +1,284 @@
+"""The ``kclassify`` commands: each parses nothing itself and calls one library function.
+
+TensorFlow is imported inside the command that needs it, after the cheap checks of its settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ..config import Config, fields_by_name, layered
+from ..errors import ConfigError
+
+log = logging.getLogger("kclassify")
+
+
+def _settings_from_flags(args: argparse.Namespace) -> dict:
+    table = fields_by_name()
+    return {k: v for k, v in vars(args).items() if k in table}
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    cfg = _resolve(args, args.hparams)
+    _load_tensorflow(args)
+    from ..training.fit import fit
+
+    formats = _export_formats(args)
+    result = fit(cfg, output=args.output, verbose=_keras_verbosity(args.quiet))
+    test = result.metrics.get("test")
+    summary = f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}" if test else "no test split"
+    print(f"{result.run_dir}: {summary}")
+    _report_after(result)
+    return _export_after(result, formats, args)
+
+
+def _report_after(result) -> None:
+    """fit's last step: the evaluation report of the test split (the chief's, on a cluster)."""
+    if not result.metrics.get("test"):
+        return
+    from ..evaluation import evaluate
+
+    print(_evaluation_summary(evaluate(result.run_dir)))
+
+
+def _keras_verbosity(quiet: bool = False):
+    """Keras' progress bar on a terminal; one line per epoch in a file or a CI log (a bar there is
+    thousands of ANSI-coloured fragments per epoch)."""
+    return 2 if quiet or not sys.stdout.isatty() else "auto"
+
+
+def _export_formats(args: argparse.Namespace) -> list[str] | None:
+    """The formats of --export, checked before any training starts."""
+    if not getattr(args, "export", None):
+        return None
+    from ..export.formats import parse_formats
+
+    return parse_formats(args.export)
+
+
+def _export_after(result, formats: list[str] | None, args: argparse.Namespace) -> int:
+    """Export a run fit just finished; on a multi-worker cluster only the chief (it has the metrics) does."""
+    if not formats or not result.metrics:
+        return 0
+    from ..export import export, format_table
+
+    result = export(result.run_dir, formats, max_accuracy_drop=args.max_accuracy_drop)
+    print(format_table(result))
+    print(f"{result.folder}: {'exported' if result.ok else 'export FAILED its checks'}")
+    return 0 if result.ok else 1
+
+
+def _resolve(args: argparse.Namespace, hparams: str | None = None):
+    """Settings from --config, --hparams and flags over the data's recommendations; checked early."""
+    from ..data.builtin import recommended_settings
+
+    flags = _settings_from_flags(args)
+    cfg = layered(getattr(args, "config", None), hparams, flags, recommended=recommended_settings)
+    if cfg.data.data == Config().data.data and "data" not in flags:
+        log.info("using the built-in dataset %s (pass --data to train on your images)", cfg.data.data)
+    from ..data import resolve_source
+    from ..models import get
+
+    # Bad settings and bad data paths fail here, in a fraction of a second, before TensorFlow loads.
+    get(cfg.model.backbone)
+    if not cfg.data.data.startswith("tfds:"):
+        resolve_source(cfg.data.data)
+    return cfg
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ..tuning.space import load_space
+
+    space = load_space(args.space)
+    cfg = _resolve(args)
+    formats = _export_formats(args)
+    if formats and not args.then_fit:
+        raise ConfigError("--export exports the retrained best run: add --then-fit, or export a run folder "
+                          "with `kclassify export RUN`.")
+    _load_tensorflow(args)
+    from ..tuning.tune import Budget, base_settings, configure_distributed, tune
+
+    role = configure_distributed(args.distributed, args.oracle, args.worker_id)
+    limits = Budget(max_params=args.max_params, max_latency_ms=args.max_latency_ms,
+                    measure_latency=args.measure_latency, threads=args.latency_threads)
+    result = tune(cfg, space, algorithm=args.algorithm, max_trials=args.max_trials, output=args.output,
+                  objective=args.objective, executions_per_trial=args.executions_per_trial,
+                  verbose=1 if args.verbose_trials else 0, distributed=role, time_budget=args.time_budget,
+                  limits=limits, min_epochs=args.min_epochs)
+    if result is None:
+        print("worker finished: the chief writes the results")
+        return 0
+    print(f"{result.folder}: best {args.objective} {result.best_score:.4f} with {result.best_hparams}")
+    if args.then_fit:
+        from ..training.fit import fit
+
+        # The search's own base settings and split, so the retrained run is the best trial's recipe.
+        run = fit(base_settings(result.folder, cfg).replace(**result.best_hparams), output=result.folder / "best_run",
+                  verbose=_keras_verbosity(not args.verbose_trials))
+        test = run.metrics.get("test")
+        print(f"{run.run_dir}: test accuracy {test['accuracy']:.4f}" if test else f"{run.run_dir}: no test split")
+        _report_after(run)
+        return _export_after(run, formats, args)
+    return 0
+
+
+def _parameter_counts(names: list[str]) -> dict[str, int]:
+    """Backbone parameter counts, cached per Keras version in kclassify's cache folder."""
+    import json
+    from importlib import metadata
+
+    from ..data import cache_dir
+
+    path = cache_dir() / f"backbone_parameters-keras{metadata.version('keras')}.json"
+    counts = json.loads(path.read_text()) if path.is_file() else {}
+    missing = [n for n in names if n not in counts]
+    if missing:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from ..models.build import count_parameters
+
+        for i, name in enumerate(missing, 1):
+            log.info("counting parameters %d/%d: %s", i, len(missing), name)
+            counts[name] = count_parameters(name)
+        path.write_text(json.dumps(counts, indent=1))
+    return counts
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..models import REGISTRY
+
+    params = {} if args.no_params else _parameter_counts(list(REGISTRY))
+    rows = [("name", "default size", "min size", "parameters", "imagenet weights", "preprocessing")]
+    rows += [(s.name, str(s.default_size), str(s.min_size),
+              f"{params[s.name] / 1e6:.1f}M" if s.name in params else "-",
+              "yes" if s.imagenet else "no", s.preprocessing)
+             for s in REGISTRY.values()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export.formats import parse_formats
+
+    formats = parse_formats(args.formats)
+    _load_tensorflow(args)
+    from ..export import export, format_table
+
+    result = export(args.run, formats, output=args.output, max_accuracy_drop=args.max_accuracy_drop,
+                    data=args.export_data, calibration_images=args.calibration_images, threads=args.threads)
+    print(format_table(result))
+    print(f"report: {result.folder / 'export_report.json'}")
+    return 0 if result.ok else 1
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from ..data.audit import AuditSettings, audit
+    from ..data.audit_report import summary
+
+    settings = AuditSettings(near_dup_threshold=args.near_dup_threshold, min_size=args.min_size,
+                             max_aspect=args.max_aspect, seed=args.seed)
+    result = audit(args.data, split_file=args.split_file, output=args.output, write_manifest=args.write_manifest,
+                   settings=settings)
+    print(summary(result.report, result.folder))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1; received {args.batch_size}.")
+    _load_tensorflow(args)
+    from ..evaluation import evaluate
+
+    result = evaluate(args.model, data=args.data, split=args.split, batch_size=args.batch_size, output=args.output,
+                      threads=args.threads, cross_validate=args.cross_validate)
+    print(_evaluation_summary(result))
+    return 0
+
+
+def _evaluation_summary(result) -> str:
+    """A few lines: the headline figures, calibration, suspects, where the report is."""
+    r = result.report
+    figures = "  ".join(f"{k} {v:.4f}" for k, v in result.headline.items() if v is not None)
+    cal = r["calibration"]
+    lines = [f"{r['model']['name']} on {r['data']['split']} ({r['data']['images']} images): {figures}",
+             f"calibration: ECE {cal['ece']:.4f}" + (f" -> {cal['ece_calibrated']:.4f} at temperature "
+                                                     f"{cal['temperature']:.3f} (fitted on {cal['fitted_on']})"
+                                                     if cal["fitted_on"] else " (no validation images to fit a temperature)"),
+             f"suspect labels: {r['suspects']['count']} of {r['suspects']['images']} ({r['suspects']['source']})",
+             f"report: {result.folder / 'report.html'}"]
+    if r["threshold"]:
+        t = r["threshold"]
+        lines.insert(2, f"threshold: P({t['positive_label']}) >= {t['threshold']:.4f} maximises F1 ({t['fitted_on']})")
+    return "\n".join(lines)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..inference.outputs import expand_inputs, write_predictions
+
+    if args.top_k < 1 or args.batch_size < 1:
+        raise ConfigError(f"--top-k and --batch-size must be at least 1; received {args.top_k} and {args.batch_size}.")
+    files, skipped = expand_inputs(args.images)
+    if not files:
+        raise ConfigError(f"No image files in {', '.join(args.images)} ({skipped} non-image file(s) skipped). Pass "
+                          "image files or folders holding them.")
+    if skipped:
+        log.info("skipped %d non-image file(s) inside the folders given", skipped)
+    _load_tensorflow(args)
+    from ..inference import load_predictor
+
+    predictor = load_predictor(args.model, threads=args.threads)
+    results = predictor.predict_files(files, batch_size=args.batch_size)
+    write_predictions(sys.stdout, results, predictor, args.top_k, args.output_format)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(f"kclassify: {len(failed)} of {len(results)} file(s) could not be predicted", file=sys.stderr)
+    return 1 if failed or not results else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..serving.serve import check_settings
+
+    check_settings(args.workers, args.port, args.max_batch, args.batch_timeout_ms, args.max_body_mb)
+    _load_tensorflow(args)
+    from ..serving import serve
+
+    serve(args.model, host=args.host, port=args.port, backend=args.backend, workers=args.workers,
+          max_batch=args.max_batch, batch_timeout_ms=args.batch_timeout_ms, max_body_mb=args.max_body_mb,
+          api_key=args.api_key, threads=args.threads, model_name=args.model_name,
+          log_level="debug" if args.verbose > 1 else "info")
+    return 0
+
+
+def _load_tensorflow(args: argparse.Namespace) -> None:
+    """Load TensorFlow once a command's cheap checks passed; quietly unless ``-v``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not args.verbose:
+        _import_tensorflow_quietly()
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines hidden (``-v`` shows them).
+
+    TensorFlow's native logging prints before absl is initialised, so TF_CPP_MIN_LOG_LEVEL does
+    not reach it: every run began with oneDNN and "could not find cuda drivers" notices, twice,
+    and a cuInit error on CPU-only machines. They go to the file descriptor, not to
+    ``sys.stderr``, so it is the descriptor that is pointed at /dev/null while TensorFlow loads
+    and probes its devices; a failing import still raises, and is reported, after it.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe, and its error on CPU-only machines
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
