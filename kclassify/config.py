@@ -82,6 +82,8 @@ class ModelConfig:
     hidden_activation: str = _opt("relu", "activation of the head's hidden layer", ACTIVATIONS)
     activation: str = _opt("relu", "activation inside small_cnn and alexnet", ACTIVATIONS)
     batch_norm: bool = _opt(True, "BatchNorm after each convolution of alexnet")
+    width: float = _opt(1.0, "channel multiplier of small_cnn's blocks (2: about 4x the compute)", low=0.125, high=8.0)
+    depth: int = _opt(1, "3x3 convolutions per block of small_cnn (2: VGG-style pairs)", low=1, high=4)
     bn_momentum: float | None = _opt(
         None, "moving-average momentum of every BatchNorm layer (default: the backbone's own, 0.9 in small_cnn "
         "and alexnet; Keras' 0.99 leaves short from-scratch runs with stale statistics)", low=0.0, high=1.0)

@@ -118,6 +118,27 @@ def test_fixed_architectures_refuse_our_options():
         build_classifier("mobilenet_v3_small", 2, 32, activation="elu")
 
 
+@pytest.mark.parametrize("width,depth", [(1.0, 1), (1.5, 2), (0.5, 3)])
+def test_small_cnn_width_and_depth_give_the_convolutions_they_say(width, depth):
+    from kclassify.models.small_cnn import SmallCNN
+
+    channels = [round(c * width) for c in (32, 64, 128, 256)]
+    # 3x3 kernels without bias, 4 BatchNorm numbers per channel; the stem once, each block `depth` times
+    expected = 9 * 3 * channels[0] + 4 * channels[0]
+    for before, c in zip(channels, channels[1:]):
+        expected += 9 * before * c + 4 * c + (depth - 1) * (9 * c * c + 4 * c)
+    model = SmallCNN((32, 32, 3), width=width, depth=depth)
+    assert model.count_params() == expected
+    assert model.output_shape == (None, 4, 4, channels[-1])  # stride-2 stem and two pools, whatever the depth
+    assert model.get_layer("block3_conv").filters == channels[-1]  # the names weights were saved under
+
+
+def test_width_and_depth_only_where_they_apply():
+    with pytest.raises(ConfigError, match="width=2.0 applies only to small_cnn"):
+        build_classifier("alexnet", 2, 32, width=2.0)
+    assert build_classifier("alexnet", 2, 32, width=1.0, depth=1).output_shape == (None, 2)  # defaults pass
+
+
 def test_alexnet_adapts_its_stem_to_the_input_size():
     from kclassify.models.alexnet import AlexNet
 

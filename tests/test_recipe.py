@@ -136,6 +136,8 @@ OBSERVE = {
     "image_size": lambda m, r: m.input_shape[1],
     "activation": lambda m, r: backbone_of(m).get_layer("stem_act").get_config()["activation"],
     "bn_momentum": lambda m, r: backbone_of(m).get_layer("stem_bn").momentum,
+    "width": lambda m, r: backbone_of(m).get_layer("block3_conv").filters,
+    "depth": lambda m, r: len([layer for layer in backbone_of(m).layers if "_conv" in layer.name]),
     "augment": lambda m, r: _first_batch(r).tobytes(),
     "weight_decay": lambda m, r: float(m.optimizer.weight_decay or 0.0),
     "label_smoothing": lambda m, r: float(m.loss.label_smoothing),

@@ -263,3 +263,23 @@ def test_hyperband_continuation_goes_on_along_the_schedule(small_data, tmp_path)
     assert int(model.optimizer.iterations.numpy()) == 3 * steps
     schedule = model.optimizer.learning_rate
     assert float(schedule) < 0.01 * 0.5  # cosine over 4 epochs, 3 done: well below the peak
+
+
+@pytest.mark.parametrize("values,seconds", [({"tuner/epochs": 9, "tuner/initial_epoch": 0}, 45.0),
+                                            ({"tuner/epochs": 27, "tuner/initial_epoch": 9}, 90.0), ({}, 135.0)])
+def test_then_fit_keeps_the_time_retraining_the_best_takes(values, seconds):
+    """27 epochs at 5 s per trial epoch: 0.8 x 5 x 27 = 108 s, whether the trial ran a rung, a continuation or all."""
+    from types import SimpleNamespace
+
+    import keras_tuner
+
+    from kclassify.tuning.tuner import KClassifyTuner
+
+    hp = keras_tuner.HyperParameters()
+    hp.values.update(values)
+    trial = SimpleNamespace(trial_id="003", hyperparameters=hp)
+    tuner = SimpleNamespace(trial_stats={"003": {"seconds": seconds}},
+                            hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
+    assert KClassifyTuner.refit_reserve(tuner, trial) == pytest.approx(108.0)
+    tuner.trial_stats = {}  # not measured yet: nothing to keep
+    assert KClassifyTuner.refit_reserve(tuner, trial) == 0.0

@@ -137,7 +137,7 @@ def build_classifier(
         bn_momentum: moving-average momentum for every BatchNorm layer of the backbone
             (None: the backbone's own).
         options: backbone options the registry record lists (``activation``,
-            ``batch_norm``); others must keep their defaults.
+            ``batch_norm``, ``width``, ``depth``); others must keep their defaults.
 
     Example:
         >>> model = build_classifier("small_cnn", num_classes=3, image_size=32)
@@ -185,7 +185,7 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-DEFAULT_OPTIONS = {"activation": "relu", "batch_norm": True}
+DEFAULT_OPTIONS = {"activation": "relu", "batch_norm": True, "width": 1.0, "depth": 1}
 
 
 def _backbone_options(spec: BackboneSpec, options: dict) -> dict:
@@ -267,7 +267,7 @@ def classifier_for(model_config, num_classes: int, image_size: int, *, weights: 
     return build_classifier(
         m.backbone, num_classes, image_size, weights=m.weights if weights is None else weights, dropout=m.dropout,
         pooling=m.pooling, hidden_units=m.hidden_units, hidden_activation=m.hidden_activation,
-        activation=m.activation, batch_norm=m.batch_norm, bn_momentum=m.bn_momentum,
+        activation=m.activation, batch_norm=m.batch_norm, width=m.width, depth=m.depth, bn_momentum=m.bn_momentum,
     )
 
 

@@ -80,7 +80,8 @@ def names() -> list[str]:
 
 register(BackboneSpec(
     "small_cnn", "kclassify.models.small_cnn:SmallCNN", default_size=64, min_size=16,
-    preprocessing="normalization", imagenet=False, options=("activation",), unfreeze_from="block3",
+    preprocessing="normalization", imagenet=False, options=("activation", "width", "depth"),
+    unfreeze_from="block3",
 ))
 register(BackboneSpec(
     "alexnet", "kclassify.models.alexnet:AlexNet", default_size=224, min_size=16,

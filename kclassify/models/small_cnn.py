@@ -24,7 +24,7 @@ def activation_layer(activation: str, spatial: bool = False, **kwargs):
 
 
 def SmallCNN(input_shape, include_top=False, weights=None, filters=(32, 64, 128, 256),
-             activation="relu", name="small_cnn"):
+             activation="relu", width=1.0, depth=1, name="small_cnn"):
     """A compact VGG-style feature extractor with BatchNorm, in Keras applications' signature.
 
     A stride-2 stem then one 3x3 conv per block, each block but the last halving the
@@ -37,6 +37,10 @@ def SmallCNN(input_shape, include_top=False, weights=None, filters=(32, 64, 128,
         weights: None, or a path to a ``.weights.h5`` file of this architecture.
         filters: channels of the stem, then of each block.
         activation: any Keras activation name.
+        width: multiplies every convolution's channels (2.0: about 4x the multiply-adds).
+        depth: 3x3 convolutions per block after the stem (2: VGG's pairs; about 2.3x the
+            multiply-adds). Layer names of ``depth=1`` stay ``block{i}_conv``, so weights
+            saved before these options load as they did.
     """
     import keras
     from keras import layers
@@ -47,10 +51,13 @@ def SmallCNN(input_shape, include_top=False, weights=None, filters=(32, 64, 128,
     x = inputs
     for i, f in enumerate(filters):
         stem = i == 0
-        x = layers.Conv2D(int(f), 3, strides=2 if stem else 1, padding="same", use_bias=False,
-                          name="stem_conv" if stem else f"block{i}_conv")(x)
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn" if stem else f"block{i}_bn")(x)
-        x = activation_layer(activation, spatial=True, name="stem_act" if stem else f"block{i}_act")(x)
+        for j in range(1 if stem else max(int(depth), 1)):
+            suffix = "" if j == 0 else f"{j + 1}"  # block1_conv, block1_conv2, ...
+            x = layers.Conv2D(max(int(round(f * width)), 1), 3, strides=2 if stem else 1, padding="same",
+                              use_bias=False, name="stem_conv" if stem else f"block{i}_conv{suffix}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM,
+                                          name="stem_bn" if stem else f"block{i}_bn{suffix}")(x)
+            x = activation_layer(activation, spatial=True, name="stem_act" if stem else f"block{i}_act{suffix}")(x)
         if 0 < i < len(filters) - 1:
             x = layers.MaxPooling2D(name=f"block{i}_pool")(x)
     model = keras.Model(inputs, x, name=name)
