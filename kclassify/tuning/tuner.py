@@ -71,11 +71,14 @@ class KClassifyTuner:
         elapsed = time.perf_counter() - self.kclassify_started
         eta = elapsed / max(done, 1) * max(total - done, 0) if total else 0
         budget = getattr(self, "kclassify_time_budget", None)
-        reserve = self.refit_reserve(best[0]) if budget and best and self.kclassify_reserve_refit else 0.0
+        reserve = 0.0
+        if budget and best and self.kclassify_reserve_refit:  # the retrain, and the next trial must end in time
+            longest = max(s.get("seconds", 0.0) for s in self.trial_stats.values())
+            reserve = self.refit_reserve(best[0]) + longest
         if budget:  # no new trial starts after the time budget: the search ends at most a trial later
             eta = min(eta, max(budget - reserve - elapsed, 0) + seconds)
         if budget and elapsed + reserve > budget and not self.kclassify_worker:
-            kept = f" (keeping {reserve:.0f}s to retrain the best)" if reserve else ""
+            kept = f" (keeping {reserve:.0f}s for the longest trial and retraining the best)" if reserve else ""
             log.info("time budget of %.0fs spent after %d trial(s)%s: stopping the search", budget, done, kept)
             self.oracle.max_trials = len(self.oracle.trials)  # the oracle then answers STOPPED
         values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
