@@ -78,7 +78,10 @@ def one_seed(args, seed: int) -> tuple[float, float]:
 
     s_acc, d_acc = _test_accuracy(search / "best_run"), _test_accuracy(out / "default")
     trials = (search / "trials.csv").read_text().splitlines()[1:]
-    best = (search / "best_hparams.yaml").read_text().strip().replace("\n", ", ")
+    import yaml
+
+    best = yaml.safe_load((search / "best_hparams.yaml").read_text())
+    best = f"{best.get('hparams')} (val {best.get('score', float('nan')):.4f})"
     print(f"{args.data_dir}: budget {args.budget}, space {args.space}, {args.algorithm} {args.min_epochs}-{args.epochs} "
           f"epochs, seed {seed}, test images on the same split; logs in {out}")
     print(f"  search arm : tune --then-fit, {len(trials)} trials, best {best}; {search_wall:.0f} s in all; "

@@ -265,6 +265,20 @@ def test_hyperband_continuation_goes_on_along_the_schedule(small_data, tmp_path)
     assert float(schedule) < 0.01 * 0.5  # cosine over 4 epochs, 3 done: well below the peak
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("then_fit", [True, False])
+def test_then_fit_stops_the_search_when_the_retrain_would_not_fit(small_data, tmp_path, monkeypatch, then_fit):
+    """A retrain estimated at 1000 s does not fit a 900 s budget: one trial, then the search stops."""
+    from kclassify.tuning.tune import tune
+    from kclassify.tuning.tuner import KClassifyTuner
+
+    monkeypatch.setattr(KClassifyTuner, "refit_reserve", lambda self, trial: 1000.0)
+    out = tmp_path / str(then_fit)
+    tune(_base(small_data, epochs=1), load_space("default"), max_trials=3, output=out, time_budget=900,
+         then_fit=then_fit)
+    assert len(_rows(out)) == (1 if then_fit else 3)  # without --then-fit the budget is the search's alone
+
+
 @pytest.mark.parametrize("values,seconds", [({"tuner/epochs": 9, "tuner/initial_epoch": 0}, 45.0),
                                             ({"tuner/epochs": 27, "tuner/initial_epoch": 9}, 90.0), ({}, 135.0)])
 def test_then_fit_keeps_the_time_retraining_the_best_takes(values, seconds):
