@@ -45,12 +45,12 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     runs trials for the chief and returns None; the chief writes the outputs.
     ``time_budget`` (seconds) starts no new trial once spent; with ``then_fit`` (the caller
     retrains the best settings afterwards, as ``tune --then-fit`` does) it covers that
-    retraining too: no new trial starts once the time left would not cover the longest trial so
-    far plus retraining the best trial so far (estimated from its seconds per epoch). ``limits`` (max parameters,
-    max LiteRT latency) are checked before a trial trains: a trial over them is recorded
-    INFEASIBLE with its cost and scored below every real trial. Each trial logs to
-    ``logs/`` with KerasTuner's TensorBoard HParams integration, so trials can be
-    compared in TensorBoard's HParams tab.
+    retraining too: no new trial starts once the time left would not cover the longest trial
+    so far plus retraining the best trial so far (estimated from its seconds per epoch).
+    ``limits`` (max parameters, max LiteRT latency) are checked before a trial trains: a trial
+    over them is recorded INFEASIBLE with its cost and scored below every real trial. Each
+    trial logs to ``logs/`` with KerasTuner's TensorBoard HParams integration, so trials can
+    be compared in TensorBoard's HParams tab.
 
     The first trial is ``base`` itself (every searched setting at its base value, where the
     space admits it), so the search never ends below what ``fit`` with the same settings

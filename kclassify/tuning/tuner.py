@@ -71,11 +71,8 @@ class KClassifyTuner:
         elapsed = time.perf_counter() - self.kclassify_started
         eta = elapsed / max(done, 1) * max(total - done, 0) if total else 0
         budget = getattr(self, "kclassify_time_budget", None)
-        reserve = 0.0
-        if budget and best and self.kclassify_reserve_refit:  # the retrain, and the next trial must end in time
-            longest = max(s.get("seconds", 0.0) for s in self.trial_stats.values())
-            reserve = self.refit_reserve(best[0]) + longest
-        if budget:  # no new trial starts after the time budget: the search ends at most a trial later
+        reserve = self.reserve(best[0]) if budget and best else 0.0
+        if budget:  # no new trial starts once budget - reserve is spent
             eta = min(eta, max(budget - reserve - elapsed, 0) + seconds)
         if budget and elapsed + reserve > budget and not self.kclassify_worker:
             kept = f" (keeping {reserve:.0f}s for the longest trial and retraining the best)" if reserve else ""
@@ -90,6 +87,15 @@ class KClassifyTuner:
                  f"{score:.4f}" if score is not None else "-",
                  f"{best[0].score:.4f}" if best and best[0].score is not None else "-", seconds, elapsed, eta)
 
+    def reserve(self, best) -> float:
+        """Seconds of the budget a new trial may not use: with then_fit, the longest trial plus retraining ``best``.
+
+        Without then_fit, 0: the search ends at most a trial after the budget.
+        """
+        if not self.kclassify_reserve_refit:
+            return 0.0
+        longest = max(s.get("seconds", 0.0) for s in self.trial_stats.values())
+        return longest + self.refit_reserve(best)
 
     def refit_reserve(self, trial) -> float:
         """Seconds retraining ``trial``'s settings for all epochs will take, from its own seconds per epoch.
