@@ -30,6 +30,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 AUDIT_MODES = ("quick", "full")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 FLIPS = ("horizontal", "vertical", "both", "none")
+MIXES = ("none", "mixup", "cutmix")  # kclassify.data.augment.MIXES builds each
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 POOLINGS = ("avg", "max")
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "gelu", "tanh", "sigmoid")
@@ -58,6 +59,14 @@ class DataConfig:
         1.0, "augmentation strength for training batches; 0 turns it off", low=0.0, high=5.0
     )
     flip: str = _opt("horizontal", "random flips during augmentation", FLIPS)
+    mix: str = _opt(
+        "none", "mix pairs of training images and their labels: mixup blends whole images, cutmix pastes "
+        "a patch of one into the other", MIXES
+    )
+    mix_alpha: float = _opt(
+        0.4, "Beta(alpha, alpha) draws each pair's share (mixup's blend, cutmix's patch area): small alpha "
+        "mixes little, 1 mixes uniformly", low=0.01, high=1.0
+    )
     cache: str = _opt(
         "auto", "cache decoded images: auto picks memory when they fit, else a file", CACHE_MODES
     )

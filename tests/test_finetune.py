@@ -1,5 +1,6 @@
 """Two-phase transfer learning: frozen head phase, fine-tuning with BatchNorm frozen, transfer from a run."""
 
+import contextlib
 import csv
 
 import keras
@@ -140,3 +141,8 @@ def test_same_classes_load_the_head_too(image_folder, tmp_path):
     np.testing.assert_array_equal(model.get_layer("predictions").get_weights()[0],
                                   source.get_layer("predictions").get_weights()[0])
     assert not transfer_head(model, str(tmp_path / "a"), ["cat", "dog", "owl"])
+    # A run folder named "none" in the working directory must not turn --weights none into a transfer.
+    (tmp_path / "a").rename(tmp_path / "none")
+    with contextlib.chdir(tmp_path):
+        assert not transfer_head(model, "none", ["cat", "dog", "fox"])
+        assert build_classifier("small_cnn", 3, 16, weights="none").output_shape == (None, 3)

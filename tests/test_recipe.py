@@ -118,11 +118,11 @@ def _finetune(model, recipe):
     return model
 
 
-def _first_batch(recipe):
+def _first_batch(recipe, part=0):
     import tensorflow as tf
 
     tf.random.set_seed(0)
-    return next(iter(recipe.datasets["train"]))[0].numpy()
+    return next(iter(recipe.datasets["train"]))[part].numpy()
 
 
 OBSERVE = {
@@ -139,6 +139,8 @@ OBSERVE = {
     "width": lambda m, r: backbone_of(m).get_layer("block3_conv").filters,
     "depth": lambda m, r: len([layer for layer in backbone_of(m).layers if "_conv" in layer.name]),
     "augment": lambda m, r: _first_batch(r).tobytes(),
+    "mix": lambda m, r: _first_batch(r, part=1).round(3).tobytes(),  # mixed labels are no longer one-hot
+    "mix_alpha": lambda m, r: _first_batch(r, part=1).round(3).tobytes(),
     "weight_decay": lambda m, r: float(m.optimizer.weight_decay or 0.0),
     "label_smoothing": lambda m, r: float(m.loss.label_smoothing),
     "head_epochs": lambda m, r: r.phases[0].end,  # when the fine-tuning phase starts

@@ -132,8 +132,34 @@ def test_interrupted_fit_resumes_to_the_same_epoch_count(image_folder, tmp_path)
     assert not (out / "checkpoints" / "backup").exists()  # fit removes the backup when done
 
 
+@pytest.mark.parametrize("mode", ["mixup", "cutmix"])
+def test_mixing_gives_each_label_the_share_of_the_image_it_mixed_in(mode):
+    """Image i is filled with 40*(class+1); after mixing, its mean pixel is its labels' weighted class value."""
+    import tensorflow as tf
+
+    from kclassify.data.augment import build_mixing
+    from kclassify.data.pipeline import batches
+
+    classes = np.arange(32) % 4
+    images = np.broadcast_to((40.0 * (classes + 1))[:, None, None, None], (32, 64, 64, 3)).astype("uint8")
+    ds = tf.data.Dataset.from_tensor_slices((images, classes.astype("int32")))
+    x, y = next(iter(batches(ds, 4, 32, training=True, seed=1, mix=build_mixing(mode, 1.0, seed=2))))
+    x, y = x.numpy(), y.numpy()
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
+    mixed = (y.max(axis=1) < 0.99).sum()
+    assert mixed >= 16, f"{mode} with alpha 1 should mix most images; mixed {mixed} of 32"
+    # Keras' CutMix labels the patch's exact area, its mask rounds to whole pixels: up to a row and a
+    # column of 64 off, i.e. 3 % of a 120-wide class gap (unmixed labels would be off by up to 60).
+    np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), y @ (40.0 * np.arange(1, 5)),
+                               atol=0.5 if mode == "mixup" else 4.0)
+    if mode == "cutmix":  # pasted, not blended: each image holds at most two of the four class values
+        assert all(len(np.unique(image)) <= 2 for image in x)
+    assert build_mixing("none", 1.0) is None
+
+
 def test_each_choice_family_is_one_table_whose_keys_are_the_valid_values():
     from kclassify import config
+    from kclassify.data import augment
     from kclassify.models.build import PREPROCESSORS
     from kclassify.models.registry import PREPROCESSING
     from kclassify.training import losses, optimizers
@@ -142,3 +168,4 @@ def test_each_choice_family_is_one_table_whose_keys_are_the_valid_values():
     assert tuple(optimizers.SCHEDULES) == config.SCHEDULES
     assert tuple(losses.LOSSES) == config.LOSSES
     assert set(PREPROCESSORS) == set(PREPROCESSING)
+    assert tuple(augment.MIXES) == config.MIXES

@@ -1,4 +1,4 @@
-"""Batch augmentation from Keras preprocessing layers, one strength knob.
+"""Batch augmentation from Keras preprocessing layers: one strength knob, and image mixing.
 
 Applied inside tf.data to training batches only, so the saved model never carries
 it and validation/test images are left as they are.
@@ -31,3 +31,37 @@ def build_augmentation(strength: float, flip: str = "horizontal", seed: int | No
         keras.layers.RandomContrast(min(0.2 * s, 0.95), seed=seed),
     ]
     return keras.Sequential(layers, name="augmentation")
+
+
+
+def _mixup(alpha: float, seed: int | None):
+    import keras
+
+    return keras.layers.MixUp(alpha=alpha, seed=seed)
+
+
+def _cutmix(alpha: float, seed: int | None):
+    import keras
+
+    # A (low, high) factor: Keras draws alpha itself from U(low, high), so (0, alpha) for a single number.
+    return keras.layers.CutMix(factor=(alpha, alpha), seed=seed)
+
+
+# --mix -> (alpha, seed) -> the Keras layer that mixes a batch of {"images", "labels"} (one-hot) with
+# itself shuffled, or None. MixUp draws each pair's weight from Beta(alpha, alpha), CutMix the pasted
+# patch's share of the area (Keras' CutMix takes alpha up to 1), so one --mix-alpha means the same for
+# both. Keys are config.MIXES.
+MIXES = {"none": lambda alpha, seed: None, "mixup": _mixup, "cutmix": _cutmix}
+
+
+def build_mixing(mode: str, alpha: float, seed: int | None = None):
+    """A callable ``(images, one-hot labels) -> mixed (images, labels)``, or None for ``mode='none'``."""
+    layer = MIXES[mode](float(alpha), seed)
+    if layer is None:
+        return None
+
+    def mix(images, labels):
+        out = layer({"images": images, "labels": labels}, training=True)
+        return out["images"], out["labels"]
+
+    return mix

@@ -100,6 +100,7 @@ def batches(
     training: bool,
     seed: int = 0,
     augment=None,
+    mix=None,
     replicas: int = 1,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 images in 0..255, one-hot labels)`` from :func:`decoded`.
@@ -107,6 +108,8 @@ def batches(
     Args:
         training: shuffle (seeded, reshuffled each epoch) and augment.
         augment: a Keras layer applied to training batches (None: no augmentation).
+        mix: ``(images, labels) -> (images, labels)`` applied to augmented training batches
+            (see :func:`kclassify.data.augment.build_mixing`; None: no mixing).
         replicas: devices a batch is split over. With more than one, a last batch
             smaller than the number of replicas would leave one empty, which
             MirroredStrategy cannot run: training drops that remainder (a different
@@ -134,6 +137,8 @@ def batches(
     )
     if training and augment is not None:
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    if training and mix is not None:
+        ds = ds.map(mix, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
 
 

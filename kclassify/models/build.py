@@ -95,6 +95,8 @@ def _copy_backbone(target, source, spec: BackboneSpec, where: str) -> None:
 
 def transfer_head(model, weights: str, classes: list[str]) -> bool:
     """Load the whole classifier (head included) from a run folder with the same classes."""
+    if weights in ("none", "imagenet"):  # keywords, even beside a folder of that name in the working directory
+        return False
     path = Path(str(weights)).expanduser()
     labels = path / "labels.txt"
     if not (path.is_dir() and labels.is_file()):

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from ..config import Config
 from ..data import PreparedData
-from ..data.augment import build_augmentation
+from ..data.augment import build_augmentation, build_mixing
 from ..data.pipeline import batches
 from ..models import get as get_backbone
 from ..models.build import adapt_preprocessing, classifier_for, transfer_head
@@ -71,8 +71,10 @@ def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int
     size, batch, seed, n = cfg.data.image_size, cfg.train.batch_size, cfg.train.seed, len(data.classes)
     train = images("train", size)
     augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed)
+    mix = build_mixing(cfg.data.mix, cfg.data.mix_alpha, seed)
     datasets = {
-        "train": batches(train, n, batch, training=True, seed=seed, augment=augment, replicas=replicas),
+        "train": batches(train, n, batch, training=True, seed=seed, augment=augment, mix=mix,
+                         replicas=replicas),
         # Plain training images for Normalization.adapt; its pass fills the shared decode cache.
         "adapt": train.batch(batch).map(lambda x, y: tf.cast(x, tf.float32)),
     }
