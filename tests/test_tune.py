@@ -297,3 +297,53 @@ def test_then_fit_keeps_the_time_retraining_the_best_takes(values, seconds):
     assert KClassifyTuner.refit_reserve(tuner, trial) == pytest.approx(135.0)
     tuner.trial_stats = {}  # not measured yet: nothing to keep
     assert KClassifyTuner.refit_reserve(tuner, trial) == 0.0
+
+
+@pytest.mark.slow
+def test_then_fit_reuse_keeps_the_best_trials_own_model(small_data, tmp_path):
+    """reuse writes best_run from the best trial's checkpoint: it scores the trial's own val_loss; nothing retrained."""
+    import json
+
+    import numpy as np
+
+    from kclassify.inference import load_predictor
+    from kclassify.tuning.final import best_run
+    from kclassify.tuning.tune import base_settings, tune
+
+    base, out = _base(small_data, epochs=3), tmp_path / "t"
+    tune(base, load_space("default"), max_trials=2, output=out, objective="val_loss", then_fit="reuse")
+    best = yaml.safe_load((out / "best_hparams.yaml").read_text())
+    run = best_run(out, base_settings(out, base), load_space("default"), "reuse", verbose=0)
+    assert json.loads((run.run_dir / "run.json").read_text())["from_trial"]["trial"] == best["trial"]
+    assert not (run.run_dir / "history.csv").exists()  # not trained again
+    assert load_yaml(run.run_dir / "config.yaml")["lr"] == best["hparams"]["lr"]  # fit --config retrains it
+    # The saved model is the trial's checkpoint: on the validation images it has the trial's best val_loss.
+    with open(out / "split.csv") as f:
+        val = [r for r in csv.DictReader(f) if r["split"] == "val"]
+    predictor = load_predictor(run.run_dir)
+    probs = np.stack([r.probabilities for r in predictor.predict_files([str(small_data / r["path"]) for r in val])])
+    labels = [predictor.labels.index(r["label"]) for r in val]
+    loss = -np.mean(np.log(probs[np.arange(len(val)), labels]))
+    assert loss == pytest.approx(best["score"], abs=2e-3)
+
+
+def test_reuse_keeps_no_time_for_a_best_trial_that_trained_all_epochs():
+    """With then_fit reuse, a best trial that ran all 27 epochs needs no retrain; one stopped at rung 9 does."""
+    from types import SimpleNamespace
+
+    import keras_tuner
+
+    from kclassify.tuning.tuner import KClassifyTuner, ran_all_epochs
+
+    assert ran_all_epochs({"tuner/epochs": 27}, 27) and ran_all_epochs({}, 27)
+    assert not ran_all_epochs({"tuner/epochs": 9}, 27)
+    stats = {"001": {"seconds": 40.0}, "002": {"seconds": 90.0}}
+    for epochs, mode, reserve in [(27, "reuse", 90.0), (9, "reuse", 90.0 + 27 * 40.0 / 9),
+                                  (27, "retrain", 90.0 + 27 * 90.0 / 18), (27, None, 0.0)]:
+        hp = keras_tuner.HyperParameters()
+        hp.values.update({"tuner/epochs": epochs, "tuner/initial_epoch": 0 if epochs == 9 else 9})
+        trial = SimpleNamespace(trial_id="001" if epochs == 9 else "002", hyperparameters=hp)
+        tuner = SimpleNamespace(trial_stats=stats, kclassify_then_fit=mode,
+                                hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
+        tuner.refit_reserve = lambda t, tuner=tuner: KClassifyTuner.refit_reserve(tuner, t)
+        assert KClassifyTuner.reserve(tuner, trial) == pytest.approx(reserve), (epochs, mode)

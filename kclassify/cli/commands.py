@@ -113,11 +113,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 0
     print(f"{result.folder}: best {args.objective} {result.best_score:.4f} with {result.best_hparams}")
     if args.then_fit:
-        from ..training.fit import fit
+        from ..tuning.final import best_run
 
-        # The search's own base settings and split, so the retrained run is the best trial's recipe.
-        run = fit(base_settings(result.folder, cfg).replace(**result.best_hparams), output=result.folder / "best_run",
-                  verbose=_keras_verbosity(not args.verbose_trials))
+        # The search's own base settings and split, so the final run is the best trial's recipe.
+        run = best_run(result.folder, base_settings(result.folder, cfg), space, args.then_fit,
+                       verbose=_keras_verbosity(not args.verbose_trials))
         test = run.metrics.get("test")
         print(f"{run.run_dir}: test accuracy {test['accuracy']:.4f}" if test else f"{run.run_dir}: no test split")
         _report_after(run)

@@ -146,8 +146,9 @@ def _add_tune(sub) -> None:
                       "models trained from scratch on noise)")
     tune.add_argument("--output", "-o", help="tuning folder (default: saved_models/tune-<data>-<time>)")
     tune.add_argument("--config", help="YAML of the settings that are not searched")
-    tune.add_argument("--then-fit", action="store_true",
-                      help="retrain the best settings with the full epoch budget into <output>/best_run")
+    tune.add_argument("--then-fit", nargs="?", const="retrain", choices=("retrain", "reuse"), metavar="retrain|reuse",
+                      help="write <output>/best_run: retrain the best settings for all epochs (the default), or "
+                      "reuse the best trial's own model when it trained for all epochs")
     tune.add_argument("--distributed", choices=("chief", "worker"),
                       help="KerasTuner's distributed mode: one chief serves trials, workers run them")
     tune.add_argument("--oracle", help="HOST:PORT of the chief (or KERASTUNER_ORACLE_IP/PORT)")

@@ -88,6 +88,20 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     return FitResult(run.root, model, history, metrics)
 
 
+def save_run(model, cfg: Config, data: PreparedData, output: str | Path, *, started: float, **info) -> FitResult:
+    """A complete run folder for ``model``, trained elsewhere with ``cfg`` on ``data`` (a search's trial).
+
+    It holds what ``fit`` writes (settings, split, labels, the model, test metrics, run.json with
+    ``info`` added) but no history.csv or checkpoints, so every later command takes it as a fit's.
+    """
+    run = RunFolder(Path(output))
+    _open_run_folder(run, cfg)
+    _write_run_start(run, cfg, data, started)
+    metrics = _evaluate_test(model, data)
+    _write_run_end(run, model, metrics, [], started, data, **info)
+    return FitResult(run.root, model, {}, metrics)
+
+
 def _open_run_folder(run: RunFolder, cfg: Config) -> bool:
     """Create the folder, or check that an unfinished one was started by the same settings."""
     if run.is_complete():
@@ -251,7 +265,7 @@ def _evaluate_test(model, data: PreparedData) -> dict[str, Any]:
     return {"test": {"accuracy": float(np.mean(probs.argmax(1) == y)), "loss": float(-np.mean(np.log(picked)))}}
 
 
-def _write_run_end(run, model, metrics, throughput, started, data) -> None:
+def _write_run_end(run, model, metrics, throughput, started, data, **extra) -> None:
     model.save(run.model)
     write_json(run.metrics, metrics)
     info = run.read_json(run.run_json)
@@ -261,5 +275,6 @@ def _write_run_end(run, model, metrics, throughput, started, data) -> None:
         "seconds": round(time.time() - started, 2),
         "train_images_per_sec": round(throughput[-1], 2) if throughput else None,
         "parameters": int(model.count_params()),
+        **extra,
     })
     write_json(run.run_json, info)

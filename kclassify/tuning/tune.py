@@ -7,7 +7,7 @@ measured, LiteRT latency), ``best_hparams.yaml`` (loadable by ``kclassify fit --
 ``summary.md`` and a plot. The pieces live beside this module: the tuner and its
 defaults-first oracle (``tuner.py``), the deployment budget (``budget.py``), the distributed
 set-up (``distributed.py``), a TensorFlow workaround (``tf_workarounds.py``) and the
-outputs (``report.py``).
+outputs (``report.py``); ``final.py`` writes the final model (``--then-fit``).
 """
 
 from __future__ import annotations
@@ -38,15 +38,16 @@ BASE_SETTINGS = "config.yaml"
 def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_trials: int = 10,
          output: str | Path | None = None, objective: str = "val_accuracy", executions_per_trial: int = 1,
          verbose: int = 0, distributed: str | None = None, time_budget: float | None = None,
-         limits: Budget | None = None, min_epochs: int = 3, then_fit: bool = False) -> TuneResult | None:
+         limits: Budget | None = None, min_epochs: int = 3, then_fit: bool | str = False) -> TuneResult | None:
     """Search ``space`` and write a tuning folder.
 
     With ``distributed='worker'`` (see :func:`configure_distributed`) this process only
     runs trials for the chief and returns None; the chief writes the outputs.
     ``time_budget`` (seconds) starts no new trial once spent; with ``then_fit`` (the caller
-    retrains the best settings afterwards, as ``tune --then-fit`` does) it covers that
-    retraining too: no new trial starts once the time left would not cover the longest trial
-    so far plus retraining the best trial so far (estimated from its seconds per epoch).
+    writes the final model afterwards with :func:`kclassify.tuning.final.best_run`, as ``tune
+    --then-fit`` does: True or ``"retrain"``, or ``"reuse"``) it covers that too: no new trial
+    starts once the time left would not cover the longest trial so far plus retraining the best
+    trial so far (estimated from its seconds per epoch; nothing when ``reuse`` keeps it).
     ``limits`` (max parameters, max LiteRT latency) are checked before a trial trains: a trial
     over them is recorded INFEASIBLE with its cost and scored below every real trial. Each
     trial logs to ``logs/`` with KerasTuner's TensorBoard HParams integration, so trials can
@@ -82,7 +83,7 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
         hypermodel.declare(tuner.oracle.hyperparameters)
     tuner.kclassify_started = time.perf_counter()
     tuner.kclassify_time_budget = time_budget
-    tuner.kclassify_reserve_refit = then_fit
+    tuner.kclassify_then_fit = "retrain" if then_fit is True else (then_fit or None)
     tuner.kclassify_limits = limits or Budget()
     import keras
 

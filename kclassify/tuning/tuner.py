@@ -90,11 +90,15 @@ class KClassifyTuner:
     def reserve(self, best) -> float:
         """Seconds of the budget a new trial may not use: with then_fit, the longest trial plus retraining ``best``.
 
-        Without then_fit, 0: the search ends at most a trial after the budget.
+        Without then_fit, 0: the search ends at most a trial after the budget. With then_fit
+        ``reuse``, a best trial that trained for all epochs is kept as it is: nothing to retrain.
         """
-        if not self.kclassify_reserve_refit:
+        if not self.kclassify_then_fit:
             return 0.0
         longest = max(s.get("seconds", 0.0) for s in self.trial_stats.values())
+        epochs = self.hypermodel.config_for(best.hyperparameters).train.epochs
+        if self.kclassify_then_fit == "reuse" and ran_all_epochs(best.hyperparameters.values, epochs):
+            return longest
         return longest + self.refit_reserve(best)
 
     def refit_reserve(self, trial) -> float:
@@ -112,6 +116,11 @@ class KClassifyTuner:
         if not stats.get("seconds") or ran <= 0:
             return 0.0
         return stats["seconds"] / ran * epochs
+
+
+def ran_all_epochs(values: dict, epochs: int) -> bool:
+    """Whether a trial with these hyperparameter values trained to the last epoch (a Hyperband rung may not)."""
+    return int(values.get("tuner/epochs", epochs)) >= int(epochs)
 
 
 def make_tuner(algorithm: str, hypermodel, objective, folder: Path, max_trials: int, seed: int,
@@ -150,7 +159,7 @@ def make_tuner(algorithm: str, hypermodel, objective, folder: Path, max_trials: 
         hypermodel.profiles.update(json.loads(path.read_text()))
     defaults_first(tuner.oracle)
     tuner.kclassify_max_trials = max_trials
-    tuner.kclassify_reserve_refit = False  # tune(then_fit=True) keeps time for retraining the best
+    tuner.kclassify_then_fit = None  # tune(then_fit=...) keeps time for the final model
     tuner.kclassify_worker = worker.startswith("tuner")  # a distributed worker sees its own trials only
     try:
         tuner.kclassify_done = len([t for t in tuner.oracle.trials.values() if t.status != "RUNNING"])
