@@ -5,8 +5,9 @@
 Both arms are the CLI commands a user types, timed from start to exit (TensorFlow's start-up and the
 evaluation report included), on one split.csv written first, so both test accuracies are on the same
 images. Search arm: `kclassify tune --space scratch --algorithm hyperband --epochs 27 --min-epochs 9
---time-budget BUDGET --then-fit` (the budget covers the retraining: the search stops starting trials
-once the time left would not retrain the best so far). Default arm: `kclassify fit` with its defaults,
+--time-budget BUDGET --then-fit [reuse]` (the budget covers the retraining: the search stops starting
+trials once the time left would not retrain the best so far; with `--then-fit reuse`, a best trial that
+trained all epochs is kept, not retrained). Default arm: `kclassify fit` with its defaults,
 epochs raised to fill the search arm's wall time (its seconds per epoch come from the search's first
 trial, which is exactly the default settings). Goal (issue 9): search arm >= default arm + 2 points.
 """
@@ -71,7 +72,8 @@ def one_seed(args, seed: int) -> tuple[float, float]:
     search = out / "search"
     search_wall = _run(["tune", *common, "--space", args.space, "--algorithm", args.algorithm, "--epochs",
                         str(args.epochs), "--min-epochs", str(args.min_epochs), "--time-budget", args.budget,
-                        "--max-trials", "500", "--then-fit", "--output", str(search)], out / "search.log")
+                        "--max-trials", "500", "--then-fit", args.then_fit, "--output", str(search)],
+                       out / "search.log")
     default_epochs = max(1, int(max(_duration(args.budget), search_wall) / _seconds_per_epoch(search, "000")))
     default_wall = _run(["fit", *common, "--epochs", str(default_epochs), "--quiet", "--output", str(out / "default")],
                         out / "default.log")
@@ -84,7 +86,9 @@ def one_seed(args, seed: int) -> tuple[float, float]:
     best = f"{best.get('hparams')} (val {best.get('score', float('nan')):.4f})"
     print(f"{args.data_dir}: budget {args.budget}, space {args.space}, {args.algorithm} {args.min_epochs}-{args.epochs} "
           f"epochs, seed {seed}, test images on the same split; logs in {out}")
-    print(f"  search arm : tune --then-fit, {len(trials)} trials, best {best}; {search_wall:.0f} s in all; "
+    kept = json.loads((search / "best_run" / "run.json").read_text()).get("from_trial")
+    final = f"trial {kept['trial']} kept" if kept else "retrained"
+    print(f"  search arm : tune --then-fit {args.then_fit} ({final}), {len(trials)} trials, best {best}; {search_wall:.0f} s in all; "
           f"test accuracy {s_acc:.4f}")
     print(f"  default arm: fit defaults, {default_epochs} epochs, {default_wall:.0f} s; test accuracy {d_acc:.4f}")
     print(f"  search - default: {100 * (s_acc - d_acc):+.1f} points (goal: >= +2.0)", flush=True)
@@ -99,6 +103,8 @@ def main():
     p.add_argument("--algorithm", default="hyperband")
     p.add_argument("--epochs", type=int, default=27, help="a trial's full epochs (Hyperband's top rung) and the retrain's")
     p.add_argument("--min-epochs", type=int, default=9)
+    p.add_argument("--then-fit", default="retrain", choices=("retrain", "reuse"),
+                   help="the search arm's final model: retrain the best settings, or reuse the best trial's")
     p.add_argument("--output", default="/tmp/kclassify-search-vs-default")
     p.add_argument("--seeds", default="42", help="comma-separated: one split and one pair of arms per seed")
     args = p.parse_args()

@@ -139,3 +139,15 @@ def test_budget_flags_read_counts_and_reject_nonsense(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["tune", *bad])
     assert "expected a positive" in capsys.readouterr().err
+
+
+def test_then_fit_retrains_by_default_and_reuses_when_asked(capsys):
+    from kclassify.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert (parse(["tune"]).then_fit, parse(["tune", "--then-fit"]).then_fit,
+            parse(["tune", "--then-fit", "reuse"]).then_fit) == (None, "retrain", "reuse")
+    assert parse(["tune", "--then-fit", "--space", "scratch"]).space == "scratch"  # the value stays optional
+    with pytest.raises(SystemExit):
+        parse(["tune", "--then-fit", "keep"])
+    assert "invalid choice: 'keep'" in capsys.readouterr().err

@@ -75,7 +75,9 @@ class KClassifyTuner:
         if budget:  # no new trial starts once budget - reserve is spent
             eta = min(eta, max(budget - reserve - elapsed, 0) + seconds)
         if budget and elapsed + reserve > budget and not self.kclassify_worker:
-            kept = f" (keeping {reserve:.0f}s for the longest trial and retraining the best)" if reserve else ""
+            retrain = reserve > longest_trial(self.trial_stats)
+            kept = (f" (keeping {reserve:.0f}s for the longest trial{' and retraining the best' if retrain else ''})"
+                    if reserve else "")
             log.info("time budget of %.0fs spent after %d trial(s)%s: stopping the search", budget, done, kept)
             self.oracle.max_trials = len(self.oracle.trials)  # the oracle then answers STOPPED
         values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
@@ -95,7 +97,7 @@ class KClassifyTuner:
         """
         if not self.kclassify_then_fit:
             return 0.0
-        longest = max(s.get("seconds", 0.0) for s in self.trial_stats.values())
+        longest = longest_trial(self.trial_stats)
         epochs = self.hypermodel.config_for(best.hyperparameters).train.epochs
         if self.kclassify_then_fit == "reuse" and ran_all_epochs(best.hyperparameters.values, epochs):
             return longest
@@ -116,6 +118,11 @@ class KClassifyTuner:
         if not stats.get("seconds") or ran <= 0:
             return 0.0
         return stats["seconds"] / ran * epochs
+
+
+def longest_trial(trial_stats: dict) -> float:
+    """Seconds of the longest trial so far (trial_stats.json)."""
+    return max((s.get("seconds", 0.0) for s in trial_stats.values()), default=0.0)
 
 
 def ran_all_epochs(values: dict, epochs: int) -> bool:
