@@ -33,7 +33,6 @@ def build_augmentation(strength: float, flip: str = "horizontal", seed: int | No
     return keras.Sequential(layers, name="augmentation")
 
 
-
 def _mixup(alpha: float, seed: int | None):
     import keras
 

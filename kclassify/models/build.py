@@ -14,6 +14,9 @@ log = logging.getLogger(__name__)
 NORMALIZATION_LAYER = "normalization"
 
 
+WEIGHT_KEYWORDS = ("none", "imagenet")  # --weights values that name no file, even beside a folder of that name
+
+
 def _backbone(spec: BackboneSpec, image_size: int, weights: str, options: dict):
     ctor = spec.resolve()
     shape = (image_size, image_size, 3)
@@ -95,7 +98,7 @@ def _copy_backbone(target, source, spec: BackboneSpec, where: str) -> None:
 
 def transfer_head(model, weights: str, classes: list[str]) -> bool:
     """Load the whole classifier (head included) from a run folder with the same classes."""
-    if weights in ("none", "imagenet"):  # keywords, even beside a folder of that name in the working directory
+    if weights in WEIGHT_KEYWORDS:
         return False
     path = Path(str(weights)).expanduser()
     labels = path / "labels.txt"

@@ -41,9 +41,9 @@ def best_run(folder: Path, base: Config, space: SearchSpace, mode: str = "retrai
     best = yaml.safe_load((folder / "best_hparams.yaml").read_text())
     settings = base.replace(**best["hparams"])
     if mode == "reuse":
-        trial = json.loads((folder / "tuner" / f"trial_{best['trial']}" / "trial.json").read_text())
-        hp = keras_tuner.HyperParameters.from_config(trial["hyperparameters"])
-        checkpoint = folder / "tuner" / f"trial_{best['trial']}" / "checkpoint.weights.h5"
+        trial_dir = folder / "tuner" / f"trial_{best['trial']}"  # KerasTuner's own layout
+        hp = keras_tuner.HyperParameters.from_config(json.loads((trial_dir / "trial.json").read_text())["hyperparameters"])
+        checkpoint = trial_dir / "checkpoint.weights.h5"
         if ran_all_epochs(hp.values, settings.train.epochs) and checkpoint.is_file():
             return _reuse(folder, base, space, hp, checkpoint, best)
         log.info("the best trial (%s) trained %s of %d epochs: retraining its settings for all of them",
