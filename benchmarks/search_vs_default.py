@@ -1,13 +1,15 @@
 """Does a search earn its time? `kclassify tune --then-fit` vs the default `kclassify fit`, same wall budget, same split.
 
     python benchmarks/search_vs_default.py ../shared/datasets/intel_scenes --budget 15m [--seeds 42,1,2]
+        [--final-share 0.5] [--default-from /tmp/kclassify-search-vs-default]
 
 Both arms are the CLI commands a user types, timed from start to exit (TensorFlow's start-up and the
 evaluation report included), on one split.csv written first, so both test accuracies are on the same
 images. Search arm: `kclassify tune --space scratch --algorithm hyperband --epochs 27 --min-epochs 9
 --time-budget BUDGET --then-fit [reuse]` (the budget covers the retraining: the search stops starting
 trials once the time left would not retrain the best so far; with `--then-fit reuse`, a best trial that
-trained all epochs is kept, not retrained). Default arm: `kclassify fit` with its defaults,
+trained all epochs is kept, not retrained; with `--final-share F`, F of the budget is kept for the final fit,
+which trains the best settings for as many epochs as that time holds). Default arm: `kclassify fit` with its defaults,
 epochs raised to fill the search arm's wall time (its seconds per epoch come from the search's first
 trial, which is exactly the default settings). Goal (issue 9): search arm >= default arm + 2 points.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -64,21 +67,33 @@ def one_seed(args, seed: int) -> tuple[float, float]:
     out = Path(args.output) / f"seed{seed}-{int(time.time())}"
     out.mkdir(parents=True)
     split = out / "split.csv"
-    from kclassify.data import prepare_data, write_split
+    earlier = _earlier_default(args.default_from, seed) if args.default_from else None
+    if earlier:  # its split, so both arms score the same test images
+        shutil.copyfile(earlier.parent / "split.csv", split)
+    else:
+        from kclassify.data import prepare_data, write_split
 
-    write_split(split, prepare_data(args.data_dir, seed=seed).items())
+        write_split(split, prepare_data(args.data_dir, seed=seed).items())
     common = ["--data", args.data_dir, "--split-file", str(split), "--seed", str(seed)]
 
     search = out / "search"
+    final = ["--final-share", str(args.final_share)] if args.final_share else []
     search_wall = _run(["tune", *common, "--space", args.space, "--algorithm", args.algorithm, "--epochs",
                         str(args.epochs), "--min-epochs", str(args.min_epochs), "--time-budget", args.budget,
-                        "--max-trials", "500", "--then-fit", args.then_fit, "--output", str(search)],
+                        "--max-trials", "500", "--then-fit", args.then_fit, *final, "--output", str(search)],
                        out / "search.log")
-    default_epochs = max(1, int(max(_duration(args.budget), search_wall) / _seconds_per_epoch(search, "000")))
-    default_wall = _run(["fit", *common, "--epochs", str(default_epochs), "--quiet", "--output", str(out / "default")],
-                        out / "default.log")
+    if earlier:
+        default = earlier
+        history = (default / "history.csv").read_text().splitlines()
+        default_epochs, default_wall = len(history) - 1, json.loads((default / "run.json").read_text()).get("seconds")
+        print(f"  (default arm measured earlier on the same split: {default})")
+    else:
+        default = out / "default"
+        default_epochs = max(1, int(max(_duration(args.budget), search_wall) / _seconds_per_epoch(search, "000")))
+        default_wall = _run(["fit", *common, "--epochs", str(default_epochs), "--quiet", "--output", str(default)],
+                            out / "default.log")
 
-    s_acc, d_acc = _test_accuracy(search / "best_run"), _test_accuracy(out / "default")
+    s_acc, d_acc = _test_accuracy(search / "best_run"), _test_accuracy(default)
     trials = (search / "trials.csv").read_text().splitlines()[1:]
     import yaml
 
@@ -87,12 +102,20 @@ def one_seed(args, seed: int) -> tuple[float, float]:
     print(f"{args.data_dir}: budget {args.budget}, space {args.space}, {args.algorithm} {args.min_epochs}-{args.epochs} "
           f"epochs, seed {seed}, test images on the same split; logs in {out}")
     kept = json.loads((search / "best_run" / "run.json").read_text()).get("from_trial")
-    final = f"trial {kept['trial']} kept" if kept else "retrained"
+    epochs = yaml.safe_load((search / "best_run" / "config.yaml").read_text())["train"]["epochs"]
+    final = f"trial {kept['trial']} kept" if kept else f"retrained {epochs} epochs"
     print(f"  search arm : tune --then-fit {args.then_fit} ({final}), {len(trials)} trials, best {best}; {search_wall:.0f} s in all; "
           f"test accuracy {s_acc:.4f}")
-    print(f"  default arm: fit defaults, {default_epochs} epochs, {default_wall:.0f} s; test accuracy {d_acc:.4f}")
+    wall = f"{default_wall:.0f} s" if default_wall else "? s"
+    print(f"  default arm: fit defaults, {default_epochs} epochs, {wall}; test accuracy {d_acc:.4f}")
     print(f"  search - default: {100 * (s_acc - d_acc):+.1f} points (goal: >= +2.0)", flush=True)
     return s_acc, d_acc
+
+
+def _earlier_default(root: str, seed: int) -> Path | None:
+    """The newest default arm an earlier run of this benchmark measured for ``seed`` under ``root``."""
+    found = sorted(Path(root).glob(f"seed{seed}-*/default/metrics.json"), key=lambda p: p.parent.parent.name)
+    return found[-1].parent if found else None
 
 
 def main():
@@ -105,6 +128,10 @@ def main():
     p.add_argument("--min-epochs", type=int, default=9)
     p.add_argument("--then-fit", default="retrain", choices=("retrain", "reuse"),
                    help="the search arm's final model: retrain the best settings, or reuse the best trial's")
+    p.add_argument("--final-share", type=float, help="tune --final-share: the part of the budget kept for the final fit")
+    p.add_argument("--default-from", metavar="DIR",
+                   help="an earlier --output: reuse its newest default arm (and split) for each seed it holds "
+                   "instead of training it again (the default arm does not depend on the search's settings)")
     p.add_argument("--output", default="/tmp/kclassify-search-vs-default")
     p.add_argument("--seeds", default="42", help="comma-separated: one split and one pair of arms per seed")
     args = p.parse_args()

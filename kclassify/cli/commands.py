@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 from ..config import Config, fields_by_name, layered
 from ..errors import ConfigError
@@ -90,14 +91,17 @@ def _resolve(args: argparse.Namespace, hparams: str | None = None):
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from ..tuning.budget import check_final_share
     from ..tuning.space import load_space
 
+    started = time.perf_counter()  # the time budget is the command's
     space = load_space(args.space)
     cfg = _resolve(args)
     formats = _export_formats(args)
     if formats and not args.then_fit:
         raise ConfigError("--export exports the retrained best run: add --then-fit, or export a run folder "
                           "with `kclassify export RUN`.")
+    check_final_share(args.final_share, args.time_budget, args.then_fit)
     _load_tensorflow(args)
     from ..tuning.tune import Budget, base_settings, configure_distributed, tune
 
@@ -107,7 +111,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = tune(cfg, space, algorithm=args.algorithm, max_trials=args.max_trials, output=args.output,
                   objective=args.objective, executions_per_trial=args.executions_per_trial,
                   verbose=1 if args.verbose_trials else 0, distributed=role, time_budget=args.time_budget,
-                  limits=limits, min_epochs=args.min_epochs, then_fit=args.then_fit)
+                  limits=limits, min_epochs=args.min_epochs, then_fit=args.then_fit, final_share=args.final_share)
     if result is None:
         print("worker finished: the chief writes the results")
         return 0
@@ -116,8 +120,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         from ..tuning.final import best_run
 
         # The search's own base settings and split, so the final run is the best trial's recipe.
+        left = args.time_budget - (time.perf_counter() - started) if args.final_share else None
         run = best_run(result.folder, base_settings(result.folder, cfg), space, args.then_fit,
-                       verbose=_keras_verbosity(not args.verbose_trials))
+                       verbose=_keras_verbosity(not args.verbose_trials), seconds=left)
         test = run.metrics.get("test")
         print(f"{run.run_dir}: test accuracy {test['accuracy']:.4f}" if test else f"{run.run_dir}: no test split")
         _report_after(run)

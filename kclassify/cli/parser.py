@@ -149,6 +149,10 @@ def _add_tune(sub) -> None:
     tune.add_argument("--then-fit", nargs="?", const="retrain", choices=("retrain", "reuse"), metavar="retrain|reuse",
                       help="write <output>/best_run: retrain the best settings for all epochs (the default), or "
                       "reuse the best trial's own model when it trained for all epochs")
+    tune.add_argument("--final-share", type=float, metavar="F",
+                      help="with --time-budget and --then-fit: keep this share of the budget (0-1, e.g. 0.5) for "
+                      "the final fit, which trains the best settings for as many epochs as that time holds "
+                      "(at least --epochs); the trials rank settings in --epochs")
     tune.add_argument("--distributed", choices=("chief", "worker"),
                       help="KerasTuner's distributed mode: one chief serves trials, workers run them")
     tune.add_argument("--oracle", help="HOST:PORT of the chief (or KERASTUNER_ORACLE_IP/PORT)")

@@ -1,9 +1,11 @@
-"""The deployment budget of a search: limits checked before a trial trains."""
+"""A search's budgets: deployment limits checked before a trial trains, and the time budget's final share."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -51,3 +53,15 @@ def infeasible_score(oracle, num_classes: int) -> float:
         return float(min(scores + [0.0]))
     chance = math.log(max(num_classes, 2))  # cross-entropy of a uniform guess
     return float(max(scores + [chance]))
+
+
+def check_final_share(share: float | None, time_budget: float | None, then_fit: str | None) -> None:
+    """A final share needs a time budget to share and a final model that is retrained into it."""
+    if share is None:
+        return
+    if not 0 < share < 1:
+        raise ConfigError(f"--final-share is the part of --time-budget kept for the final fit, between 0 and 1 "
+                          f"(exclusive); got {share}. Try 0.5.")
+    if not time_budget or then_fit != "retrain":
+        raise ConfigError(f"--final-share {share} keeps part of --time-budget for retraining the best settings: "
+                          f"add --time-budget and --then-fit (retrain, not reuse).")

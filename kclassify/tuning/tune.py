@@ -23,7 +23,7 @@ from ..config import Config
 from ..data import prepare_data, write_split
 from ..errors import ConfigError
 from ..runs import DEFAULT_ROOT, default_run_name
-from .budget import Budget
+from .budget import Budget, check_final_share
 from .distributed import configure_distributed
 from .hypermodel import ClassifierHyperModel
 from .report import TuneResult, pareto_front, write_outputs
@@ -38,7 +38,8 @@ BASE_SETTINGS = "config.yaml"
 def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_trials: int = 10,
          output: str | Path | None = None, objective: str = "val_accuracy", executions_per_trial: int = 1,
          verbose: int = 0, distributed: str | None = None, time_budget: float | None = None,
-         limits: Budget | None = None, min_epochs: int = 3, then_fit: bool | str = False) -> TuneResult | None:
+         limits: Budget | None = None, min_epochs: int = 3, then_fit: bool | str = False,
+         final_share: float | None = None) -> TuneResult | None:
     """Search ``space`` and write a tuning folder.
 
     With ``distributed='worker'`` (see :func:`configure_distributed`) this process only
@@ -48,6 +49,10 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     --then-fit`` does: True or ``"retrain"``, or ``"reuse"``) it covers that too: no new trial
     starts once the time left would not cover the longest trial so far plus retraining the best
     trial so far (estimated from its seconds per epoch; nothing when ``reuse`` keeps it).
+    ``final_share`` (0-1, with ``time_budget`` and ``then_fit="retrain"``) keeps that share of the
+    budget for the final model instead: the search stops earlier, and ``best_run(seconds=...)``
+    trains the best settings for as many epochs as the time left holds (see
+    :func:`kclassify.tuning.final.final_epochs`): short trials rank the settings, one long fit trains them.
     ``limits`` (max parameters, max LiteRT latency) are checked before a trial trains: a trial
     over them is recorded INFEASIBLE with its cost and scored below every real trial. Each
     trial logs to ``logs/`` with KerasTuner's TensorBoard HParams integration, so trials can
@@ -84,6 +89,8 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     tuner.kclassify_started = time.perf_counter()
     tuner.kclassify_time_budget = time_budget
     tuner.kclassify_then_fit = "retrain" if then_fit is True else (then_fit or None)
+    check_final_share(final_share, time_budget, tuner.kclassify_then_fit)
+    tuner.kclassify_final_share = final_share
     tuner.kclassify_limits = limits or Budget()
     import keras
 

@@ -90,10 +90,12 @@ class KClassifyTuner:
                  f"{best[0].score:.4f}" if best and best[0].score is not None else "-", seconds, elapsed, eta)
 
     def reserve(self, best) -> float:
-        """Seconds of the budget a new trial may not use: with then_fit, the longest trial plus retraining ``best``.
+        """Seconds of the budget a new trial may not use: with then_fit, the longest trial plus the final model's.
 
         Without then_fit, 0: the search ends at most a trial after the budget. With then_fit
         ``reuse``, a best trial that trained for all epochs is kept as it is: nothing to retrain.
+        With a final share (``tune(final_share=...)``), that share of the budget is kept for
+        retraining the best, or the time retraining it for all epochs takes if that is longer.
         """
         if not self.kclassify_then_fit:
             return 0.0
@@ -101,7 +103,9 @@ class KClassifyTuner:
         epochs = self.hypermodel.config_for(best.hyperparameters).train.epochs
         if self.kclassify_then_fit == "reuse" and ran_all_epochs(best.hyperparameters.values, epochs):
             return longest
-        return longest + self.refit_reserve(best)
+        share = getattr(self, "kclassify_final_share", None)
+        final = share * self.kclassify_time_budget if share and self.kclassify_time_budget else 0.0
+        return longest + max(final, self.refit_reserve(best))
 
     def refit_reserve(self, trial) -> float:
         """Seconds retraining ``trial``'s settings for all epochs will take, from its own seconds per epoch.
@@ -111,13 +115,21 @@ class KClassifyTuner:
         for 9-epoch trials (small_cnn 64 px: 4.0 s per trial epoch, 3.6 s per epoch over a 370-epoch
         fit; 128 px: 12.3 s and 13.8 s over 27 epochs), so the estimate is seconds per epoch x epochs.
         """
-        stats = self.trial_stats.get(trial.trial_id, {})
         epochs = self.hypermodel.config_for(trial.hyperparameters).train.epochs
-        ran = trial.hyperparameters.values.get("tuner/epochs", epochs) - trial.hyperparameters.values.get(
-            "tuner/initial_epoch", 0)
-        if not stats.get("seconds") or ran <= 0:
-            return 0.0
-        return stats["seconds"] / ran * epochs
+        per_epoch = seconds_per_epoch(self.trial_stats.get(trial.trial_id, {}), trial.hyperparameters.values, epochs)
+        return per_epoch * epochs if per_epoch else 0.0
+
+
+def seconds_per_epoch(stats: dict, values: dict, epochs: int) -> float | None:
+    """A trial's seconds per epoch it ran (``trial_stats.json``'s entry and its hyperparameter values).
+
+    A Hyperband continuation ran ``tuner/epochs - tuner/initial_epoch`` epochs; a trial of another
+    tuner ran all ``epochs``. None when the trial was not measured.
+    """
+    ran = int(values.get("tuner/epochs", epochs)) - int(values.get("tuner/initial_epoch", 0))
+    if not stats.get("seconds") or ran <= 0:
+        return None
+    return stats["seconds"] / ran
 
 
 def longest_trial(trial_stats: dict) -> float:
@@ -167,6 +179,7 @@ def make_tuner(algorithm: str, hypermodel, objective, folder: Path, max_trials: 
     defaults_first(tuner.oracle)
     tuner.kclassify_max_trials = max_trials
     tuner.kclassify_then_fit = None  # tune(then_fit=...) keeps time for the final model
+    tuner.kclassify_final_share = None  # tune(final_share=...): how much of the time budget
     tuner.kclassify_worker = worker.startswith("tuner")  # a distributed worker sees its own trials only
     try:
         tuner.kclassify_done = len([t for t in tuner.oracle.trials.values() if t.status != "RUNNING"])
