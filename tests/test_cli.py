@@ -151,3 +151,15 @@ def test_then_fit_retrains_by_default_and_reuses_when_asked(capsys):
     with pytest.raises(SystemExit):
         parse(["tune", "--then-fit", "keep"])
     assert "invalid choice: 'keep'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags,says", [
+    (["--final-share", "0.5", "--then-fit"], "add --time-budget and --then-fit"),
+    (["--final-share", "0.5", "--time-budget", "10m"], "add --time-budget and --then-fit"),
+    (["--final-share", "0.5", "--time-budget", "10m", "--then-fit", "reuse"], "not reuse"),
+    (["--final-share", "1.5", "--time-budget", "10m", "--then-fit"], "between 0 and 1"),
+])
+def test_final_share_needs_a_budget_and_a_retrain(capsys, flags, says):
+    """Refused before TensorFlow loads, with what to add."""
+    assert main(["tune", *flags]) == 2
+    assert says in capsys.readouterr().err

@@ -347,3 +347,70 @@ def test_reuse_keeps_no_time_for_a_best_trial_that_trained_all_epochs():
                                 hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
         tuner.refit_reserve = lambda t, tuner=tuner: KClassifyTuner.refit_reserve(tuner, t)
         assert KClassifyTuner.reserve(tuner, trial) == pytest.approx(reserve), (epochs, mode)
+
+
+def test_final_share_keeps_its_part_of_the_budget_or_the_retrain_if_longer():
+    """share x budget is kept for the final fit, unless retraining the best for --epochs takes longer."""
+    from types import SimpleNamespace
+
+    import keras_tuner
+
+    from kclassify.tuning.tuner import KClassifyTuner
+
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"tuner/epochs": 9, "tuner/initial_epoch": 0})
+    trial = SimpleNamespace(trial_id="001", hyperparameters=hp)
+    stats = {"001": {"seconds": 45.0}, "002": {"seconds": 90.0}}  # retraining 001 for 27 epochs: 135 s
+    for share, budget, reserve in [(0.5, 900, 90.0 + 450.0), (0.1, 900, 90.0 + 135.0), (None, 900, 90.0 + 135.0)]:
+        tuner = SimpleNamespace(trial_stats=stats, kclassify_then_fit="retrain", kclassify_final_share=share,
+                                kclassify_time_budget=budget,
+                                hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
+        tuner.refit_reserve = lambda t, tuner=tuner: KClassifyTuner.refit_reserve(tuner, t)
+        assert KClassifyTuner.reserve(tuner, trial) == pytest.approx(reserve), share
+
+
+def test_final_epochs_fill_the_time_left_at_the_best_trials_pace(tmp_path):
+    """A continuation that ran epochs 9-27 in 45 s: 2.5 s per epoch, so 300 s hold 120 epochs, one kept for scoring."""
+    import json
+
+    from kclassify.tuning.final import _epochs_for, final_epochs
+
+    assert final_epochs(2.5, 300.0, 27) == 119
+    assert final_epochs(2.5, 30.0, 27) == 27  # never fewer than --epochs
+    assert final_epochs(None, 300.0, 27) == 27  # the trial was not measured
+    trial = tmp_path / "tuner" / "trial_003"
+    trial.mkdir(parents=True)
+    (trial / "trial.json").write_text(json.dumps(
+        {"hyperparameters": {"values": {"tuner/epochs": 27, "tuner/initial_epoch": 9}}}))
+    (tmp_path / "trial_stats.json").write_text(json.dumps({"001": {"seconds": 5.0}}))
+    (tmp_path / "trial_stats-tuner1.json").write_text(json.dumps({"003": {"seconds": 45.0}}))  # a worker's
+    assert _epochs_for(tmp_path, "003", 27, 300.0) == 119
+
+
+@pytest.mark.slow
+def test_final_share_retrains_the_best_for_the_epochs_the_time_left_holds(small_data, tmp_path):
+    """best_run(seconds=6.5 x the best trial's seconds per epoch) trains 5 epochs; a cut-off final fit keeps its own."""
+    import json
+    import shutil
+
+    from kclassify.config import to_yaml
+    from kclassify.tuning.final import best_run
+    from kclassify.tuning.tune import base_settings, tune
+
+    base, space = _base(small_data, epochs=2), load_space("default")
+    tune(base, space, max_trials=2, output=tmp_path / "t", time_budget=600, then_fit="retrain", final_share=0.5)
+    out = tmp_path / "t"
+    best = yaml.safe_load((out / "best_hparams.yaml").read_text())
+    per_epoch = json.loads((out / "trial_stats.json").read_text())[best["trial"]]["seconds"] / 2
+    run = best_run(out, base_settings(out, base), space, "retrain", verbose=0, seconds=6.5 * per_epoch)
+    assert load_yaml(run.run_dir / "config.yaml")["epochs"] == 5
+    assert len((run.run_dir / "history.csv").read_text().splitlines()) == 1 + 5
+
+    # A final fit cut off before it finished resumes with the epochs it started with, whatever time is left now.
+    again = tmp_path / "again"
+    shutil.copytree(out, again, ignore=shutil.ignore_patterns("best_run"))
+    started = base_settings(again, base).replace(**best["hparams"])
+    (again / "best_run").mkdir()
+    (again / "best_run" / "config.yaml").write_text(to_yaml(started.replace(epochs=3)))
+    run = best_run(again, base_settings(again, base), space, "retrain", verbose=0, seconds=1e6)
+    assert len((run.run_dir / "history.csv").read_text().splitlines()) == 1 + 3
