@@ -41,10 +41,11 @@ def _seconds_per_epoch(search: Path, trial: str) -> float:
     pays once (measured on intel_scenes: 4.0 s per epoch in the defaults' 9-epoch trial, 3.6 s over
     their 370-epoch fit, checkpoints included); a Hyperband continuation ran epochs - initial_epoch.
     """
+    from kclassify.tuning.tuner import seconds_per_epoch
+
     stats = json.loads((search / "trial_stats.json").read_text())[trial]
     values = json.loads((search / "tuner" / f"trial_{trial}" / "trial.json").read_text())["hyperparameters"]["values"]
-    ran = int(values.get("tuner/epochs", 1)) - int(values.get("tuner/initial_epoch", 0))
-    return 0.9 * stats["seconds"] / max(ran, 1)
+    return 0.9 * seconds_per_epoch(stats, values, epochs=1)
 
 
 def _run(args: list[str], log: Path) -> float:

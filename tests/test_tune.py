@@ -343,7 +343,7 @@ def test_reuse_keeps_no_time_for_a_best_trial_that_trained_all_epochs():
         hp = keras_tuner.HyperParameters()
         hp.values.update({"tuner/epochs": epochs, "tuner/initial_epoch": 0 if epochs == 9 else 9})
         trial = SimpleNamespace(trial_id="001" if epochs == 9 else "002", hyperparameters=hp)
-        tuner = SimpleNamespace(trial_stats=stats, kclassify_then_fit=mode,
+        tuner = SimpleNamespace(trial_stats=stats, kclassify_then_fit=mode, kclassify_final_share=None,
                                 hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
         tuner.refit_reserve = lambda t, tuner=tuner: KClassifyTuner.refit_reserve(tuner, t)
         assert KClassifyTuner.reserve(tuner, trial) == pytest.approx(reserve), (epochs, mode)

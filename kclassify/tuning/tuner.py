@@ -103,8 +103,8 @@ class KClassifyTuner:
         epochs = self.hypermodel.config_for(best.hyperparameters).train.epochs
         if self.kclassify_then_fit == "reuse" and ran_all_epochs(best.hyperparameters.values, epochs):
             return longest
-        share = getattr(self, "kclassify_final_share", None)
-        final = share * self.kclassify_time_budget if share and self.kclassify_time_budget else 0.0
+        share = self.kclassify_final_share
+        final = share * self.kclassify_time_budget if share else 0.0  # tune checks that a budget comes with it
         return longest + max(final, self.refit_reserve(best))
 
     def refit_reserve(self, trial) -> float:
