@@ -63,8 +63,9 @@ def _test_accuracy(run: Path) -> float:
     return json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
 
 
-def one_seed(args, seed: int) -> tuple[float, float]:
-    """Both arms on one split (drawn with ``seed``); their test accuracies."""
+def one_seed(args, seed: int) -> tuple[float, float, tuple[list, list, list]]:
+    """Both arms on one split (drawn with ``seed``); their test accuracies and the test images' labels and
+    predicted classes (default arm, search arm) for the paired comparison."""
     out = Path(args.output) / f"seed{seed}-{int(time.time())}"
     out.mkdir(parents=True)
     split = out / "split.csv"
@@ -109,8 +110,12 @@ def one_seed(args, seed: int) -> tuple[float, float]:
           f"test accuracy {s_acc:.4f}")
     wall = f"{default_wall:.0f} s" if default_wall else "? s"
     print(f"  default arm: fit defaults, {default_epochs} epochs, {wall}; test accuracy {d_acc:.4f}")
-    print(f"  search - default: {100 * (s_acc - d_acc):+.1f} points (goal: >= +2.0)", flush=True)
-    return s_acc, d_acc
+    print(f"  search - default: {100 * (s_acc - d_acc):+.1f} points (goal: >= +2.0)")
+    from kclassify.evaluation.compare import aligned, paired
+
+    images = aligned(default, search / "best_run")  # kclassify compare DEFAULT SEARCH, image by image
+    print("  paired: " + paired(*images).summary("default", "search").replace("\n", "\n  paired: "), flush=True)
+    return s_acc, d_acc, images
 
 
 def _earlier_default(root: str, seed: int) -> Path | None:
@@ -137,11 +142,16 @@ def main():
     p.add_argument("--seeds", default="42", help="comma-separated: one split and one pair of arms per seed")
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    diffs = [100 * (s - d) for s, d in (one_seed(args, int(seed)) for seed in args.seeds.split(","))]
+    results = [one_seed(args, int(seed)) for seed in args.seeds.split(",")]
+    diffs = [100 * (s - d) for s, d, _ in results]
     if len(diffs) > 1:  # each split's test images differ: the spread across seeds is the honest error bar
         mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
         print(f"over {len(diffs)} seeds: search - default {mean:+.1f} points, standard error "
               f"{sd / len(diffs) ** 0.5:.1f} ({', '.join(f'{d:+.1f}' for d in diffs)})")
+        from kclassify.evaluation.compare import paired
+
+        pooled = [sum((r[2][i] for r in results), []) for i in range(3)]  # every seed's test images, one pool
+        print("pooled, paired: " + paired(*pooled).summary("default", "search").replace("\n", "\npooled, paired: "))
 
 
 if __name__ == "__main__":

@@ -204,6 +204,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from ..evaluation.compare import compare
+
+    if args.resamples < 100:
+        raise ConfigError(f"--resamples must be at least 100 for a 95% interval; received {args.resamples}.")
+    result = compare(args.a, args.b, split=args.split, resamples=args.resamples, seed=args.seed)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary(args.a, args.b))
+    return 0
+
+
 def _evaluation_summary(result) -> str:
     """A few lines: the headline figures, calibration, suspects, where the report is."""
     r = result.report

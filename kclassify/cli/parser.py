@@ -9,8 +9,8 @@ import argparse
 
 from .. import __version__
 from ..config import GROUPS, fields_by_name
-from .commands import (cmd_audit, cmd_evaluate, cmd_export, cmd_fit, cmd_models, cmd_predict, cmd_serve,
-                       cmd_tune)
+from .commands import (cmd_audit, cmd_compare, cmd_evaluate, cmd_export, cmd_fit, cmd_models, cmd_predict,
+                       cmd_serve, cmd_tune)
 
 EPILOG = "Settings: defaults < --config YAML < --hparams YAML < flags."
 
@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kclassify {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_audit, _add_fit, _add_tune, _add_models, _add_evaluate, _add_export, _add_predict, _add_serve):
+    for add in (_add_audit, _add_fit, _add_tune, _add_models, _add_evaluate, _add_compare, _add_export, _add_predict,
+                _add_serve):
         add(sub)
     return parser
 
@@ -201,6 +202,25 @@ def _add_evaluate(sub) -> None:
                     help="retrain the run's recipe on K folds so every image gets an out-of-sample probability for "
                     "the suspect-label search (K trainings)")
     ev.set_defaults(func=cmd_evaluate)
+
+
+def _add_compare(sub) -> None:
+    cmp = sub.add_parser(
+        "compare", help="is B really better than A? a paired comparison of two evaluations of the same images",
+        description="Compare two evaluations of the same split image by image: the difference of accuracy and macro "
+        "F1 (B - A) with 95%% bootstrap intervals (the images resampled, the same draw for both) and McNemar's exact "
+        "test on the images only one of them got right. Reads predictions.csv of kclassify evaluate, which fit and "
+        "tune --then-fit write; no model runs.",
+    )
+    cmp.add_argument("a", metavar="A", help="run folder, tuning folder (its best_run), evaluation folder or "
+                     "predictions.csv")
+    cmp.add_argument("b", metavar="B", help="the same for the other model")
+    cmp.add_argument("--split", default="test", choices=("test", "val", "train", "all"),
+                     help="which images of the two evaluations (default: test)")
+    cmp.add_argument("--resamples", type=int, default=10_000, metavar="N", help="bootstrap resamples (default: 10000)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws (default: 0)")
+    cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    cmp.set_defaults(func=cmd_compare)
 
 
 def _add_export(sub) -> None:

@@ -6,11 +6,12 @@ calibration.json and plots/ into one folder; the metric functions work on plain 
 """
 
 from .calibration import expected_calibration_error, fit_temperature, reliability_bins
+from .compare import Comparison, compare
 from .evaluate import EvaluationResult, evaluate, find_run
 from .metrics import best_f1_threshold, classification_metrics, headline, most_confused
 from .suspects import find_suspects
 
 __all__ = [
-    "EvaluationResult", "best_f1_threshold", "classification_metrics", "evaluate", "expected_calibration_error",
+    "Comparison", "EvaluationResult", "best_f1_threshold", "compare", "classification_metrics", "evaluate", "expected_calibration_error",
     "find_run", "find_suspects", "fit_temperature", "headline", "most_confused", "reliability_bins",
 ]
