@@ -12,6 +12,6 @@ from .metrics import best_f1_threshold, classification_metrics, headline, most_c
 from .suspects import find_suspects
 
 __all__ = [
-    "Comparison", "EvaluationResult", "best_f1_threshold", "compare", "classification_metrics", "evaluate", "expected_calibration_error",
-    "find_run", "find_suspects", "fit_temperature", "headline", "most_confused", "reliability_bins",
+    "Comparison", "EvaluationResult", "best_f1_threshold", "classification_metrics", "compare", "evaluate",
+    "expected_calibration_error", "find_run", "find_suspects", "fit_temperature", "headline", "most_confused", "reliability_bins",
 ]
