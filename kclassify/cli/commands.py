@@ -116,6 +116,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print("worker finished: the chief writes the results")
         return 0
     print(f"{result.folder}: best {args.objective} {result.best_score:.4f} with {result.best_hparams}")
+    if result.best_is_base:
+        from ..tuning.report import base_best_text
+
+        print(base_best_text(len(result.trials), args.objective))
     if args.then_fit:
         from ..tuning.final import best_run
 

@@ -13,6 +13,10 @@ Two evaluations of the same split (``predictions.csv`` of ``kclassify evaluate``
 Why: on a test split of ~200 images one accuracy figure carries about +-3 points of sampling
 noise (binomial, p = 0.8), and retraining one setting moved the test accuracy of intel_scenes by
 2-3 points; a difference of two runs needs its own error bar before anyone acts on it.
+
+The interval and the test answer "are these two trained models different on this kind of image?";
+they hold the test images' sampling noise, not the spread of retraining: whether one recipe beats
+another needs several trainings of each (``benchmarks/search_vs_default.py --seeds``).
 """
 
 from __future__ import annotations

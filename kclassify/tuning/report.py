@@ -21,6 +21,7 @@ class TuneResult:
     best_hparams: dict
     best_score: float | None
     trials: list[dict]
+    best_is_base: bool = False  # the best trial trained the base settings: the search found nothing better
 
 
 def best_feasible(oracle, stats: dict, count: int) -> list:
@@ -60,13 +61,17 @@ def write_outputs(folder: Path, tuner, space: SearchSpace, objective: str, limit
         w.writerows(rows)
     maximize = not objective.endswith("loss")
     front = pareto_front(rows, maximize)
+    best = best_feasible(tuner.oracle, tuner.trial_stats, 1)
+    values = _searched_values(best[0].hyperparameters, space) if best else {}
+    base = tuner.hypermodel.defaults()
+    best_is_base = bool(best) and all(base.get(n) == v for n, v in values.items())
+    note = base_best_text(len(rows), objective) if best_is_base else ""
     if _costs_differ(rows):
-        _write_summary(folder, rows, keys, objective, limits, front, plot="pareto.png")
+        _write_summary(folder, rows, keys, objective, limits, front, plot="pareto.png", note=note)
         _plot_pareto(folder / "pareto.png", rows, front, objective, limits)
     else:  # every trial costs the same: a Pareto plot would be one column; show the search's progress
-        _write_summary(folder, rows, keys, objective, limits, [], plot="progress.png")
+        _write_summary(folder, rows, keys, objective, limits, [], plot="progress.png", note=note)
         _plot_progress(folder / "progress.png", rows, objective)
-    best = best_feasible(tuner.oracle, tuner.trial_stats, 1)
     if not best:
         infeasible = [r for r in rows if r["status"] == "INFEASIBLE"]
         if infeasible:
@@ -77,12 +82,21 @@ def write_outputs(folder: Path, tuner, space: SearchSpace, objective: str, limit
                 f"{cheapest['params']:,} parameters{_latency_text(cheapest)}. Raise the limit or search "
                 f"smaller models (e.g. --space mobile, smaller image_size). Details: {folder / 'trials.csv'}")
         raise ConfigError(f"No trial of {folder} finished; see the message column of {folder / 'trials.csv'}.")
-    hp = best[0].hyperparameters
-    values = {n: hp.get(n) for n in space.names if n in hp.values and hp.is_active(n)}
     (folder / "best_hparams.yaml").write_text(yaml.safe_dump(
         {"objective": objective, "score": float(best[0].score), "trial": best[0].trial_id, "hparams": values},
         sort_keys=False))
-    return TuneResult(folder, values, float(best[0].score), rows)
+    return TuneResult(folder, values, float(best[0].score), rows, best_is_base)
+
+
+def base_best_text(trials: int, objective: str) -> str:
+    """What a search whose best trial is the base settings (its first trial) tells its user."""
+    return (f"The best trial trained the base settings (what fit trains without a search): none of the other "
+            f"{trials - 1} trial(s) beat it on {objective}. More trials (--max-trials, --time-budget) or another "
+            f"space search further.")
+
+
+def _searched_values(hp, space: SearchSpace) -> dict:
+    return {n: hp.get(n) for n in space.names if n in hp.values and hp.is_active(n)}
 
 
 def _limits_text(limits: Budget) -> str:
@@ -121,10 +135,10 @@ def _cost_key(rows: list[dict]) -> str:
 
 
 def _write_summary(folder: Path, rows: list[dict], keys: list[str], objective: str, limits: Budget,
-                   front: list[dict], plot: str) -> None:
+                   front: list[dict], plot: str, note: str = "") -> None:
     ranked = sorted((r for r in rows if r["score"] is not None), key=lambda r: r["score"],
                     reverse=not objective.endswith("loss"))
-    lines = [f"# Tuning summary: {objective}", ""]
+    lines = [f"# Tuning summary: {objective}", ""] + ([note, ""] if note else [])
     if limits.max_params is not None or limits.max_latency_ms is not None:
         lines += [f"Budget: {_limits_text(limits)}. Trials over it are INFEASIBLE and were not trained.", ""]
     keys = [k for k in keys if k == "score" or any(r.get(k) not in ("", None) for r in rows)]  # no empty columns
