@@ -2,6 +2,7 @@
 
     python benchmarks/search_vs_default.py ../shared/datasets/intel_scenes --budget 15m [--seeds 42,1,2]
         [--final-share 0.5] [--default-from /tmp/kclassify-search-vs-default]
+    python benchmarks/search_vs_default.py --summarize /tmp/kclassify-search-vs-default   # no training
 
 Both arms are the CLI commands a user types, timed from start to exit (TensorFlow's start-up and the
 evaluation report included), on one split.csv written first, so both test accuracies are on the same
@@ -118,6 +119,30 @@ def one_seed(args, seed: int) -> tuple[float, float, tuple[list, list, list]]:
     return s_acc, d_acc, images
 
 
+def summarized(root: Path, default_from: str | None) -> list:
+    """The newest finished pair of arms of each seed under ``root`` (an earlier --output), compared again."""
+    from kclassify.evaluation.compare import aligned, paired
+
+    newest = {}
+    for search in sorted(root.glob("seed*-*/search/best_run/metrics.json")):
+        out = search.parents[2]
+        newest[out.name.split("-")[0]] = out  # names end in the start time: sorted, the newest wins
+    results = []
+    for name, out in sorted(newest.items()):
+        default = out / "default"
+        if not (default / "metrics.json").is_file() and default_from:
+            default = _earlier_default(default_from, int(name[4:]))
+        if default is None or not (default / "metrics.json").is_file():
+            print(f"{out}: no finished default arm (pass --default-from where it was measured); left out")
+            continue
+        images = aligned(default, out / "search" / "best_run")
+        s_acc, d_acc = _test_accuracy(out / "search" / "best_run"), _test_accuracy(default)
+        print(f"{name} ({out}): search {s_acc:.4f}, default {d_acc:.4f}, {100 * (s_acc - d_acc):+.1f} points")
+        print("  paired: " + paired(*images).summary("default", "search").replace("\n", "\n  paired: "))
+        results.append((s_acc, d_acc, images))
+    return results
+
+
 def _earlier_default(root: str, seed: int) -> Path | None:
     """The newest default arm an earlier run of this benchmark measured for ``seed`` under ``root``."""
     found = sorted(Path(root).glob(f"seed{seed}-*/default/metrics.json"), key=lambda p: p.parent.parent.name)
@@ -126,7 +151,9 @@ def _earlier_default(root: str, seed: int) -> Path | None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("data_dir")
+    p.add_argument("data_dir", nargs="?")
+    p.add_argument("--summarize", metavar="DIR", help="print the comparison of every seed an earlier --output holds "
+                   "(its newest pair per seed), pooled too; trains nothing")
     p.add_argument("--budget", default="15m", help="wall budget of the search arm: 15m, 900s")
     p.add_argument("--space", default="scratch")
     p.add_argument("--algorithm", default="hyperband")
@@ -141,8 +168,11 @@ def main():
     p.add_argument("--output", default="/tmp/kclassify-search-vs-default")
     p.add_argument("--seeds", default="42", help="comma-separated: one split and one pair of arms per seed")
     args = p.parse_args()
+    if not args.summarize and not args.data_dir:
+        p.error("give the data folder to measure, or --summarize an earlier --output")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    results = [one_seed(args, int(seed)) for seed in args.seeds.split(",")]
+    results = (summarized(Path(args.summarize), args.default_from) if args.summarize
+               else [one_seed(args, int(seed)) for seed in args.seeds.split(",")])
     diffs = [100 * (s - d) for s, d, _ in results]
     if len(diffs) > 1:  # each split's test images differ: the spread across seeds is the honest error bar
         mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
