@@ -141,12 +141,13 @@ def _space(tmp_path, text):
     (1e-3, 1e-9, True),  # the other trial cannot learn in 2 epochs: the base settings stay best
     pytest.param(1e-9, 1e-3, False, marks=pytest.mark.slow),  # the base cannot learn: the search found better
 ])
-def test_the_search_says_when_its_best_is_the_base_settings(small_data, tmp_path, base_lr, other_lr, base_wins):
+def test_the_search_says_when_its_best_is_the_base_settings(tmp_path, base_lr, other_lr, base_wins):
     from kclassify.tuning.tune import tune
 
+    data = write_class_folder(tmp_path / "data", per_class=30)  # 18 validation images: every class, no ties
     out = tmp_path / "s"
     space = _space(tmp_path, f"lr:\n  type: choice\n  values: [{base_lr}, {other_lr}]\n")
-    result = tune(_base(small_data, lr=base_lr), space, max_trials=2, output=out)
+    result = tune(_base(data, lr=base_lr, val_fraction=0.2), space, max_trials=2, output=out)
     assert [float(r["lr"]) for r in _rows(out)] == [base_lr, other_lr]  # the base first
     assert result.best_hparams == {"lr": base_lr if base_wins else other_lr}
     assert result.best_score >= 0.66  # the learning trial, well above the 1/3 of chance
