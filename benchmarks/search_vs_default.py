@@ -126,12 +126,15 @@ def summarized(root: Path, default_from: str | None) -> list:
     newest = {}
     for search in sorted(root.glob("seed*-*/search/best_run/metrics.json")):
         out = search.parents[2]
-        newest[out.name.split("-")[0]] = out  # names end in the start time: sorted, the newest wins
+        newest[int(out.name.split("-")[0][4:])] = out  # names end in the start time: sorted, the newest wins
+    if not newest:
+        sys.exit(f"{root} holds no finished search arm (seed*-*/search/best_run/metrics.json)")
     results = []
-    for name, out in sorted(newest.items()):
+    for seed, out in sorted(newest.items()):
+        name = f"seed {seed}"
         default = out / "default"
         if not (default / "metrics.json").is_file() and default_from:
-            default = _earlier_default(default_from, int(name[4:]))
+            default = _earlier_default(default_from, seed)
         if default is None or not (default / "metrics.json").is_file():
             print(f"{out}: no finished default arm (pass --default-from where it was measured); left out")
             continue
@@ -180,8 +183,11 @@ def main():
               f"{sd / len(diffs) ** 0.5:.1f} ({', '.join(f'{d:+.1f}' for d in diffs)})")
         from kclassify.evaluation.compare import paired
 
-        pooled = [sum((r[2][i] for r in results), []) for i in range(3)]  # every seed's test images, one pool
-        print("pooled, paired: " + paired(*pooled).summary("default", "search").replace("\n", "\npooled, paired: "))
+        # Every seed's test images in one pool: an interval of the test images' noise only. The seeds' spread
+        # above also holds the retraining noise, and is the error bar of the recipes.
+        pooled = [sum((r[2][i] for r in results), []) for i in range(3)]
+        print("pooled images (test-image noise only): "
+              + paired(*pooled).summary("default", "search").replace("\n", "\n  "))
 
 
 if __name__ == "__main__":

@@ -98,11 +98,27 @@ def test_compare_refuses_other_images_and_missing_evaluations(tmp_path):
     relabelled = _write(tmp_path / "c.csv", [("x/1.jpg", "y", "x"), ("y/2.jpg", "y", "y")])
     with pytest.raises(DataError, match="label 'x/1.jpg' differently"):
         compare(a, relabelled)
-    with pytest.raises(DataError, match="no val images .*--split val"):
+    with pytest.raises(DataError, match="holds no val images: .*--split val"):
         compare(a, a, split="val")
     (tmp_path / "run").mkdir()
     with pytest.raises(RunFolderError, match="kclassify evaluate"):
         compare(tmp_path / "run", a)
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "best_hparams.yaml").write_text("hparams: {}\n")
+    with pytest.raises(RunFolderError, match="--then-fit"):  # a search whose best settings were never trained
+        compare(tmp_path / "search", a)
+    val_only = _write(tmp_path / "val.csv", [("x/1.jpg", "x", "x")], split="val")
+    with pytest.raises(DataError, match="holds no test images: evaluate it on that split first"):
+        compare(a, val_only)
+    twice = _write(tmp_path / "twice.csv", [("x/1.jpg", "x", "x"), ("x/1.jpg", "x", "y")])
+    with pytest.raises(DataError, match="lists 'x/1.jpg' twice"):
+        compare(a, twice)
+    binary = tmp_path / "model.keras"
+    binary.write_bytes(b"PK\x03\x04\xff\xfe\x00\x80" * 64)
+    with pytest.raises(DataError, match="not a predictions.csv"):
+        compare(a, binary)
+    with pytest.raises(ValueError, match="at least 100"):
+        compare(a, a, resamples=10)
 
 
 def test_cli_compare_prints_the_comparison_without_tensorflow(tmp_path):

@@ -137,9 +137,27 @@ def _space(tmp_path, text):
     return load_space(path)
 
 
+def test_the_base_best_note_counts_each_other_setting_once():
+    """Hyperband's continuations of one setting count once; failed and infeasible trials not at all."""
+    from types import SimpleNamespace
+
+    from kclassify.tuning.report import base_best_text, others_tried
+
+    space = SimpleNamespace(names=["lr", "width"])
+    base = {"lr": 0.001, "width": 1.0, "epochs": 27}
+    rows = [{"status": "COMPLETED", "lr": 0.001, "width": 1.0},  # the base, its rung and its continuation
+            {"status": "COMPLETED", "lr": 0.001, "width": 1.0},
+            {"status": "COMPLETED", "lr": 0.002, "width": 1.0}, {"status": "COMPLETED", "lr": 0.002, "width": 1.0},
+            {"status": "COMPLETED", "lr": 0.001, "width": 1.5},
+            {"status": "FAILED", "lr": 0.003, "width": 1.5}, {"status": "INFEASIBLE", "lr": 0.004, "width": 2.0}]
+    assert others_tried(rows, space, base) == 2
+    assert "none of the 2 other setting(s) tried beat them on val_accuracy" in base_best_text(2, "val_accuracy")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("base_lr, other_lr, base_wins", [
     (1e-3, 1e-9, True),  # the other trial cannot learn in 2 epochs: the base settings stay best
-    pytest.param(1e-9, 1e-3, False, marks=pytest.mark.slow),  # the base cannot learn: the search found better
+    (1e-9, 1e-3, False),  # the base cannot learn: the search found better
 ])
 def test_the_search_says_when_its_best_is_the_base_settings(tmp_path, base_lr, other_lr, base_wins):
     from kclassify.tuning.tune import tune
@@ -153,7 +171,7 @@ def test_the_search_says_when_its_best_is_the_base_settings(tmp_path, base_lr, o
     assert result.best_score >= 0.66  # the learning trial, well above the 1/3 of chance
     assert result.best_is_base is base_wins
     said = "The best trial trained the base settings" in (out / "summary.md").read_text()
-    assert said is base_wins
+    assert said is base_wins and (result.note != "") is base_wins
 
 
 @pytest.mark.slow

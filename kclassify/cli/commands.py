@@ -116,10 +116,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print("worker finished: the chief writes the results")
         return 0
     print(f"{result.folder}: best {args.objective} {result.best_score:.4f} with {result.best_hparams}")
-    if result.best_is_base:
-        from ..tuning.report import base_best_text
-
-        print(base_best_text(len(result.trials), args.objective))
+    if result.note:
+        print(result.note)
     if args.then_fit:
         from ..tuning.final import best_run
 
@@ -215,6 +213,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.resamples < 100:
         raise ConfigError(f"--resamples must be at least 100 for a 95% interval; received {args.resamples}.")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be 0 or more; received {args.seed}.")
     result = compare(args.a, args.b, split=args.split, resamples=args.resamples, seed=args.seed)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary(args.a, args.b))
     return 0

@@ -13,5 +13,6 @@ from .suspects import find_suspects
 
 __all__ = [
     "Comparison", "EvaluationResult", "best_f1_threshold", "classification_metrics", "compare", "evaluate",
-    "expected_calibration_error", "find_run", "find_suspects", "fit_temperature", "headline", "most_confused", "reliability_bins",
+    "expected_calibration_error", "find_run", "find_suspects", "fit_temperature", "headline", "most_confused",
+    "reliability_bins",
 ]

@@ -4,15 +4,16 @@ Two evaluations of the same split (``predictions.csv`` of ``kclassify evaluate``
 ``tune --then-fit`` write) are compared image by image:
 
 - the difference of accuracy and of macro F1 (B - A), with a 95% percentile bootstrap interval
-  that resamples the images, the same draw for both models (paired: an image both get right or
-  both get wrong adds no noise to the difference);
+  that resamples the images, the same draw for both models (paired: for accuracy, an image both
+  get right or both get wrong adds no noise to the difference);
 - McNemar's exact test on the discordant images (A right and B wrong, A wrong and B right):
   the p-value of a difference at least this large if both models were equally good
   (``scipy.stats.binomtest``).
 
-Why: on a test split of ~200 images one accuracy figure carries about +-3 points of sampling
-noise (binomial, p = 0.8), and retraining one setting moved the test accuracy of intel_scenes by
-2-3 points; a difference of two runs needs its own error bar before anyone acts on it.
+Why: on a test split of ~200 images one accuracy figure has a sampling standard deviation of about 3
+points (binomial, p = 0.8; a 95% range of about +-5.5), and retraining one setting moved the test
+accuracy of intel_scenes by 2-3 points; a difference of two runs needs its own error bar before
+anyone acts on it.
 
 The interval and the test answer "are these two trained models different on this kind of image?";
 they hold the test images' sampling noise, not the spread of retraining: whether one recipe beats
@@ -69,7 +70,7 @@ class Comparison:
                 f"macro F1 {a} {self.macro_f1_a:.4f}, {b} {self.macro_f1_b:.4f}; {b} - {a} {100 * f.value:+.1f} points "
                 f"({pct}% CI {100 * f.low:+.1f} to {100 * f.high:+.1f})\n"
                 f"McNemar: {self.only_a_right} images only {a} got right, {self.only_b_right} only {b}; "
-                f"p = {self.mcnemar_p:.3g}" + (" (no evidence of a difference at 0.05)" if self.mcnemar_p >= 0.05 else ""))
+                f"p = {self.mcnemar_p:.3g}" + (" (not significant at 0.05)" if self.mcnemar_p >= 0.05 else ""))
 
 
 def compare(a, b, split: str = "test", resamples: int = RESAMPLES, seed: int = 0) -> Comparison:
@@ -94,6 +95,10 @@ def aligned(a, b, split: str = "test") -> tuple[list[str], list[str], list[str]]
     Raises as :func:`compare` does.
     """
     rows_a, rows_b = _rows(predictions_file(a), split), _rows(predictions_file(b), split)
+    for target, rows in ((a, rows_a), (b, rows_b)):
+        if not rows:
+            raise DataError(f"{target} holds no {split} images: evaluate it on that split first "
+                            f"(kclassify evaluate RUN --split {split}), or compare another --split.")
     if rows_a.keys() != rows_b.keys():
         only_a, only_b = len(rows_a.keys() - rows_b.keys()), len(rows_b.keys() - rows_a.keys())
         raise DataError(
@@ -121,6 +126,8 @@ def paired(labels, predicted_a, predicted_b, split: str = "test", resamples: int
     """
     from scipy.stats import binomtest
 
+    if resamples < 100:
+        raise ValueError(f"resamples must be at least 100 for a {round(100 * LEVEL)}% interval; received {resamples}.")
     classes = sorted(set(labels) | set(predicted_a) | set(predicted_b))
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[c] for c in labels])
@@ -192,16 +199,31 @@ def predictions_file(target) -> Path:
             return candidate
     if not path.exists():
         raise RunFolderError(f"{path} does not exist: pass a run folder, its evaluation folder or a predictions.csv.")
+    if (path / "best_hparams.yaml").is_file():  # a tuning folder whose best settings were never trained
+        raise RunFolderError(f"{path} is a search without a final model: run the tune command again with --then-fit, "
+                             f"or `kclassify fit --config {path}/config.yaml --hparams {path}/best_hparams.yaml`.")
     raise RunFolderError(f"{path} holds no {PREDICTIONS} (looked in it, evaluation/ and best_run/evaluation/): "
                          f"run `kclassify evaluate {path}` first.")
 
 
 def _rows(path: Path, split: str) -> dict[str, tuple[str, str]]:
     """{image path: (label, predicted)} of one split of a predictions.csv."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"path", "split", "label", "predicted"} - set(reader.fieldnames or ())
-        if missing:
-            raise DataError(f"{path}: expected the columns path, split, label, predicted (kclassify evaluate's "
-                            f"predictions.csv); missing {', '.join(sorted(missing))}.")
-        return {r["path"]: (r["label"], r["predicted"]) for r in reader if split == "all" or r["split"] == split}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"path", "split", "label", "predicted"} - set(reader.fieldnames or ())
+            if missing:
+                raise DataError(f"{path}: expected the columns path, split, label, predicted (kclassify evaluate's "
+                                f"predictions.csv); missing {', '.join(sorted(missing))}.")
+            rows = {}
+            for r in reader:
+                if split != "all" and r["split"] != split:
+                    continue
+                if r["path"] in rows:
+                    raise DataError(f"{path} lists {r['path']!r} twice: expected one row per image, as kclassify "
+                                    f"evaluate writes it.")
+                rows[r["path"]] = (r["label"], r["predicted"])
+            return rows
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path} is not a predictions.csv ({e.__class__.__name__}): pass the file kclassify evaluate "
+                        f"wrote, or the folder that holds it.") from None

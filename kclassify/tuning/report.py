@@ -22,6 +22,7 @@ class TuneResult:
     best_score: float | None
     trials: list[dict]
     best_is_base: bool = False  # the best trial trained the base settings: the search found nothing better
+    note: str = ""  # what the user should know about the result (summary.md opens with it)
 
 
 def best_feasible(oracle, stats: dict, count: int) -> list:
@@ -65,7 +66,7 @@ def write_outputs(folder: Path, tuner, space: SearchSpace, objective: str, limit
     values = _searched_values(best[0].hyperparameters, space) if best else {}
     base = tuner.hypermodel.defaults()
     best_is_base = bool(best) and all(base.get(n) == v for n, v in values.items())
-    note = base_best_text(len(rows), objective) if best_is_base else ""
+    note = base_best_text(others_tried(rows, space, base), objective) if best_is_base else ""
     if _costs_differ(rows):
         _write_summary(folder, rows, keys, objective, limits, front, plot="pareto.png", note=note)
         _plot_pareto(folder / "pareto.png", rows, front, objective, limits)
@@ -85,14 +86,21 @@ def write_outputs(folder: Path, tuner, space: SearchSpace, objective: str, limit
     (folder / "best_hparams.yaml").write_text(yaml.safe_dump(
         {"objective": objective, "score": float(best[0].score), "trial": best[0].trial_id, "hparams": values},
         sort_keys=False))
-    return TuneResult(folder, values, float(best[0].score), rows, best_is_base)
+    return TuneResult(folder, values, float(best[0].score), rows, best_is_base, note)
 
 
-def base_best_text(trials: int, objective: str) -> str:
-    """What a search whose best trial is the base settings (its first trial) tells its user."""
-    return (f"The best trial trained the base settings (what fit trains without a search): none of the other "
-            f"{trials - 1} trial(s) beat it on {objective}. More trials (--max-trials, --time-budget) or another "
-            f"space search further.")
+def base_best_text(others: int, objective: str) -> str:
+    """What a search whose best trial trained the base settings tells its user; ``others``: see :func:`others_tried`."""
+    return (f"The best trial trained the base settings (the ones fit trains without a search): none of the "
+            f"{others} other setting(s) tried beat them on {objective}. More trials (--max-trials, --time-budget) "
+            f"or another space search further.")
+
+
+def others_tried(rows: list[dict], space: SearchSpace, base: dict) -> int:
+    """Distinct settings other than the base that a trial trained to the end (Hyperband's continuations of
+    one setting count once; failed and infeasible trials not at all)."""
+    tried = {tuple(str(r[n]) for n in space.names) for r in rows if r["status"] == "COMPLETED"}
+    return len(tried - {tuple(str(base.get(n, "")) for n in space.names)})
 
 
 def _searched_values(hp, space: SearchSpace) -> dict:
