@@ -97,8 +97,8 @@ def base_best_text(others: int, objective: str) -> str:
 
 
 def others_tried(rows: list[dict], space: SearchSpace, base: dict) -> int:
-    """Distinct settings other than the base that a trial trained to the end (Hyperband's continuations of
-    one setting count once; failed and infeasible trials not at all)."""
+    """Distinct settings other than the base that a finished trial trained (a Hyperband rung and its
+    continuation count once; failed and infeasible trials not at all)."""
     tried = {tuple(str(r[n]) for n in space.names) for r in rows if r["status"] == "COMPLETED"}
     return len(tried - {tuple(str(base.get(n, "")) for n in space.names)})
 
