@@ -63,8 +63,14 @@ def test_interval_is_paired_and_shrinks_with_more_images():
     assert large.mcnemar_p < 1e-6 and large.only_a_right == 0
     width = lambda c: c.accuracy_difference.high - c.accuracy_difference.low  # noqa: E731
     assert width(large) < width(small) / 2.5  # 16x the images: a quarter of the width (sqrt), with margin
-    # paired: B only ever fixes A's mistakes, so no resample can have B below A
-    assert small.accuracy_difference.low >= 0.0
+    # Paired: B only fixes A's mistakes, so a resample's difference is the share of draws that land on the
+    # k fixed images, Binomial(n, k/n) / n; its 2.5% and 97.5% points are the interval (an unpaired
+    # bootstrap would be about twice as wide and reach below 0).
+    from scipy.stats import binom
+
+    n, k = small.images, small.only_b_right
+    assert small.accuracy_difference.low == pytest.approx(binom.ppf(0.025, n, k / n) / n, abs=1.01 / n)
+    assert small.accuracy_difference.high == pytest.approx(binom.ppf(0.975, n, k / n) / n, abs=1.01 / n)
 
 
 def test_bootstrap_matches_the_normal_approximation():
