@@ -383,6 +383,7 @@ def test_reuse_keeps_no_time_for_a_best_trial_that_trained_all_epochs():
         tuner = SimpleNamespace(trial_stats=stats, kclassify_then_fit=mode, kclassify_final_share=None,
                                 hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
         tuner.refit_reserve = lambda t, tuner=tuner: KClassifyTuner.refit_reserve(tuner, t)
+        tuner.final_reserve = lambda t, tuner=tuner: KClassifyTuner.final_reserve(tuner, t)
         assert KClassifyTuner.reserve(tuner, trial) == pytest.approx(reserve), (epochs, mode)
 
 
@@ -403,7 +404,140 @@ def test_final_share_keeps_its_part_of_the_budget_or_the_retrain_if_longer():
                                 kclassify_time_budget=budget,
                                 hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
         tuner.refit_reserve = lambda t, tuner=tuner: KClassifyTuner.refit_reserve(tuner, t)
+        tuner.final_reserve = lambda t, tuner=tuner: KClassifyTuner.final_reserve(tuner, t)
         assert KClassifyTuner.reserve(tuner, trial) == pytest.approx(reserve), share
+
+
+def test_a_trial_must_end_before_the_final_models_share_once_a_trial_can_be_retrained():
+    """Budget 900 s from t=1000 with half kept for the final fit: trials end by t=1450; no limit before a best exists."""
+    from types import SimpleNamespace
+
+    import keras_tuner
+
+    from kclassify.tuning.tuner import KClassifyTuner
+
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"tuner/epochs": 9, "tuner/initial_epoch": 0})
+    best = SimpleNamespace(trial_id="001", hyperparameters=hp, score=0.7, status="COMPLETED")
+    stats = {"001": {"seconds": 45.0}}  # retraining it for 27 epochs: 135 s, less than the share
+    oracle = SimpleNamespace(trials={"001": best}, get_best_trials=lambda n: [best])
+
+    def tuner(**changes):
+        t = SimpleNamespace(trial_stats=stats, oracle=oracle, kclassify_then_fit="retrain", kclassify_final_share=0.5,
+                            kclassify_time_budget=900, kclassify_started=1000.0, kclassify_worker=False,
+                            hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
+        t.__dict__.update(changes)
+        t.refit_reserve = lambda trial: KClassifyTuner.refit_reserve(t, trial)
+        t.final_reserve = lambda trial: KClassifyTuner.final_reserve(t, trial)
+        return t
+
+    assert KClassifyTuner.trial_deadline(tuner()) == pytest.approx(1450.0)
+    assert KClassifyTuner.trial_deadline(tuner(kclassify_final_share=None)) == pytest.approx(1900.0 - 135.0)
+    assert KClassifyTuner.trial_deadline(tuner(kclassify_then_fit="reuse", kclassify_final_share=None)) == \
+        pytest.approx(1900.0 - 135.0)  # the best stopped at rung 9 of 27: reuse retrains it
+    for changes in [{"kclassify_then_fit": None}, {"kclassify_time_budget": None}, {"kclassify_worker": True},
+                    {"trial_stats": {"001": {"seconds": 45.0, "infeasible": "over --max-params"}}}]:
+        assert KClassifyTuner.trial_deadline(tuner(**changes)) is None, changes  # no limit; nothing to fall back on
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _drive(limit, clock, epoch, steps, batch_seconds, epoch_end_extra=0.0):
+    """One epoch of ``steps`` batches of ``batch_seconds`` each (validation adds ``epoch_end_extra``);
+    the batches the callback saw before it stopped training."""
+    limit.on_epoch_begin(epoch)
+    for batch in range(steps):
+        clock.now += batch_seconds
+        limit.on_train_batch_end(batch)
+        if limit.model.stop_training:
+            return batch + 1
+    clock.now += epoch_end_extra
+    limit.on_epoch_end(epoch)
+    return steps
+
+
+def test_time_limit_stops_a_trial_from_its_measured_pace():
+    """10 steps of 2 s, 9 epochs: after 8 batches 164 s are still needed; 84 s left stops it there, 200 s do not."""
+    from types import SimpleNamespace
+
+    from kclassify.tuning.budget import TimeLimit
+
+    clock = _Clock()
+    limit = TimeLimit(deadline=100.0, end=9, steps=10, clock=clock)
+    limit.set_model(SimpleNamespace(stop_training=False))
+    limit.on_train_begin()
+    assert _drive(limit, clock, 0, 10, 2.0) == 8  # 3 warm-up + 5 timed batches, then stopped at t=16
+    assert limit.needed == pytest.approx(2 * 2.0 + 8 * 10 * 2.0) and limit.left == pytest.approx(84.0)
+    assert limit.epoch == 0
+
+    # Validation is not in the in-epoch estimate (164 s of 184 s left fits); the epoch's end, at 26 s
+    # a epoch, measures it: 8 x 26 = 208 s > 174 s left.
+    clock = _Clock()
+    limit = TimeLimit(deadline=200.0, end=9, steps=10, clock=clock)
+    limit.set_model(SimpleNamespace(stop_training=False))
+    limit.on_train_begin()
+    assert _drive(limit, clock, 0, 10, 2.0, epoch_end_extra=6.0) == 10
+    assert limit.model.stop_training and limit.needed == pytest.approx(208.0) and limit.left == pytest.approx(174.0)
+
+    # Enough time: never stopped, and the last epoch ending late stops nothing (nothing is left to run).
+    clock = _Clock()
+    limit = TimeLimit(deadline=240.0, end=9, steps=10, clock=clock)
+    limit.set_model(SimpleNamespace(stop_training=False))
+    limit.on_train_begin()
+    for epoch in range(9):
+        assert _drive(limit, clock, epoch, 10, 2.0, epoch_end_extra=6.0) == 10
+    assert clock.now == pytest.approx(234.0) and not limit.model.stop_training and limit.needed is None
+    limit.on_epoch_begin(8)
+    clock.now = 500.0
+    limit.on_epoch_end(8)
+    assert limit.needed is None
+
+    # A Hyperband continuation (epochs 3-9) and a second phase: a new fit measures its own pace again.
+    clock = _Clock()
+    limit = TimeLimit(deadline=150.0, end=9, steps=10, clock=clock)
+    limit.set_model(SimpleNamespace(stop_training=False))
+    limit.on_train_begin()
+    assert _drive(limit, clock, 3, 10, 1.0) == 10 and limit.needed is None  # 5 x 10 s left of 140 s
+    limit.on_train_begin()  # phase two: 3 s per step, 4 more epochs after this one
+    assert _drive(limit, clock, 4, 10, 3.0) == 8 and limit.epoch == 4
+    assert limit.needed == pytest.approx(2 * 3.0 + 4 * 10 * 3.0) and limit.left == pytest.approx(150.0 - 34.0)
+
+
+@pytest.mark.slow
+def test_a_trial_that_would_overrun_the_final_models_time_is_stopped_and_recorded(tmp_path, monkeypatch):
+    """The deadline passes before the second trial starts: Keras stops it after the 8 batches that time it."""
+    import time
+
+    from kclassify.tuning.budget import TimeLimit
+    from kclassify.tuning.tune import tune
+    from kclassify.tuning.tuner import KClassifyTuner
+
+    real_deadline, seen = KClassifyTuner.trial_deadline, []
+    monkeypatch.setattr(KClassifyTuner, "trial_deadline",
+                        lambda self: None if real_deadline(self) is None else time.perf_counter())
+    real_batch_end = TimeLimit.on_train_batch_end
+
+    def spy(self, batch, logs=None):
+        seen.append((self.epoch, batch))
+        real_batch_end(self, batch, logs)
+
+    monkeypatch.setattr(TimeLimit, "on_train_batch_end", spy)
+    data = write_class_folder(tmp_path / "data", per_class=20)
+    out = tmp_path / "s"
+    space = _space(tmp_path, "lr:\n  type: choice\n  values: [0.001, 0.002]\n")
+    result = tune(_base(data, epochs=3, batch_size=2), space, max_trials=2, output=out, time_budget=3600,
+                  then_fit=True)
+    assert seen == [(0, b) for b in range(8)]  # the first trial ran free; the second stopped mid-epoch 1
+    rows = _rows(out)
+    assert [r["status"] for r in rows] == ["COMPLETED", "STOPPED"] and rows[1]["epochs"] == "1"
+    assert rows[1]["score"] == "" and "needed ~" in rows[1]["message"] and "s left before" in rows[1]["message"]
+    assert result.best_hparams == {"lr": 0.001}
 
 
 def test_final_epochs_fill_the_time_left_at_the_best_trials_pace(tmp_path):

@@ -25,6 +25,7 @@ from ..models.profile import measure_latency, parameter_count
 from ..training.callbacks import control_callbacks
 from ..training.recipe import (Recipe, build_model, compile_phase, keras_fit, make_recipe, precision, resolve,
                                seed_everything, train)
+from .budget import TimeLimit
 from .space import SearchSpace, to_hyperparameters
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         self.base, self.space, self.data, self.cache_dir = base, space, data, cache_dir
         self._decoded: dict[tuple[str, int], tf.data.Dataset] = {}
         self.profiles: dict[str, dict] = {}  # architecture key -> {"params", "latency_ms", ...}
+        self.deadline: float | None = None  # the tuner's: when the next trial must be done (perf_counter)
+        self.time_limit: TimeLimit | None = None  # the last fit's clock: did it stop the trial, needing how long
 
     def config_for(self, hp) -> Config:
         """The base settings with this trial's active values."""
@@ -173,11 +176,15 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         start, end = kwargs.pop("initial_epoch", 0), epochs or recipe.cfg.train.epochs
         running = [p for p in recipe.phases if max(start, p.start) < min(end, p.end)]
         control = control_callbacks(recipe.cfg.train, recipe.monitor)
+        clock = self.time_limit = TimeLimit(self.deadline, end, recipe.steps) if self.deadline else None
+        if clock:
+            control.append(clock)
 
         def phase_callbacks(phase):  # KerasTuner's callbacks see the phases as one training session
             first, last = phase is running[0], phase is running[-1]
             return [OneSession(c, first, last) for c in callbacks or []] + control
 
         history = keras.callbacks.History()  # KerasTuner reads the objective's best epoch from it
-        history.history = train(model, recipe, keras_fit(recipe, phase_callbacks, verbose), start=start, end=end)
+        history.history = train(model, recipe, keras_fit(recipe, phase_callbacks, verbose), start=start, end=end,
+                                skip=lambda phase: bool(clock and clock.needed is not None))
         return history

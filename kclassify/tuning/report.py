@@ -26,12 +26,16 @@ class TuneResult:
 
 
 def best_feasible(oracle, stats: dict, count: int) -> list:
-    """The oracle's best trials that met the budget (an infeasible trial holds a penalty score)."""
+    """The oracle's best finished trials that met the budget (an infeasible trial holds a penalty score).
+
+    KerasTuner pads its ranking with running and failed trials when fewer completed than asked for.
+    """
     try:
         ranked = oracle.get_best_trials(len(oracle.trials))
     except AttributeError:  # a distributed worker's OracleClient
         ranked = oracle.get_best_trials(count + 20)
-    return [t for t in ranked if not stats.get(t.trial_id, {}).get("infeasible")][:count]
+    return [t for t in ranked
+            if t.status == "COMPLETED" and not stats.get(t.trial_id, {}).get("infeasible")][:count]
 
 
 def _trial_rows(tuner, space: SearchSpace) -> list[dict]:
@@ -44,6 +48,8 @@ def _trial_rows(tuner, space: SearchSpace) -> list[dict]:
         status, score, message = trial.status, trial.score, ""
         if trial.status == "FAILED":
             message = ((trial.message or "").strip().splitlines() or [""])[-1]
+        elif stats.get("stopped_in_epoch"):  # would have eaten into the final model's time (budget.TimeLimit)
+            status, score, message, epochs = "STOPPED", None, stats["infeasible"], stats["stopped_in_epoch"]
         elif stats.get("infeasible"):
             status, score, message, epochs = "INFEASIBLE", None, stats["infeasible"], 0
         rows.append({"trial": trial.trial_id, "status": status, "score": score, **values, "epochs": epochs,

@@ -48,7 +48,9 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     writes the final model afterwards with :func:`kclassify.tuning.final.best_run`, as ``tune
     --then-fit`` does: True or ``"retrain"``, or ``"reuse"``) it covers that too: no new trial
     starts once the time left would not cover the longest trial so far plus retraining the best
-    trial so far (estimated from its seconds per epoch; nothing when ``reuse`` keeps it).
+    trial so far (estimated from its seconds per epoch; nothing when ``reuse`` keeps it), and a
+    trial that turns out longer than the time left (its pace measured after a few batches and at
+    each epoch's end) is stopped and recorded STOPPED, so the final model keeps its time.
     ``final_share`` (0-1, with ``time_budget`` and ``then_fit="retrain"``) keeps that share of the
     budget for the final model instead: the search stops earlier, and ``best_run(seconds=...)``
     trains the best settings for as many epochs as the time left holds (see

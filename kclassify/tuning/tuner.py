@@ -37,9 +37,22 @@ class KClassifyTuner:
         reasons = budget.violations(profile)
         self.trial_stats[trial.trial_id] = {**profile, "infeasible": "; ".join(reasons)}
         if reasons:  # scored below every real trial, so the oracle steers away; never trained
-            return {self.oracle.objective.name: infeasible_score(self.oracle, len(self.hypermodel.data.classes))}
+            return self._penalty()
+        deadline = self.trial_deadline()
+        self.hypermodel.deadline, self.hypermodel.time_limit = deadline, None
         with released_custom_gradients():
-            return super().run_trial(trial, *args, **kwargs)
+            results = super().run_trial(trial, *args, **kwargs)
+        clock = self.hypermodel.time_limit
+        if deadline and clock and clock.needed is not None:  # stopped: its score is of a half-trained model
+            self.trial_stats[trial.trial_id].update(
+                infeasible=f"stopped in epoch {clock.epoch + 1}: needed ~{clock.needed:.0f}s more, "
+                           f"{clock.left:.0f}s left before the final model's time",
+                stopped_in_epoch=clock.epoch + 1)
+            return self._penalty()
+        return results
+
+    def _penalty(self) -> dict:
+        return {self.oracle.objective.name: infeasible_score(self.oracle, len(self.hypermodel.data.classes))}
 
     def _build_hypermodel(self, hp):
         # A Hyperband continuation loads the earlier rung's weights (KerasTuner saves the optimizer's
@@ -90,22 +103,44 @@ class KClassifyTuner:
                  f"{best[0].score:.4f}" if best and best[0].score is not None else "-", seconds, elapsed, eta)
 
     def reserve(self, best) -> float:
-        """Seconds of the budget a new trial may not use: with then_fit, the longest trial plus the final model's.
+        """Seconds of the budget a new trial may not start into: with then_fit, the longest trial plus the final model's.
 
-        Without then_fit, 0: the search ends at most a trial after the budget. With then_fit
-        ``reuse``, a best trial that trained for all epochs is kept as it is: nothing to retrain.
-        With a final share (``tune(final_share=...)``), that share of the budget is kept for
-        retraining the best, or the time retraining it for all epochs takes if that is longer.
+        Without then_fit, 0: the search ends at most a trial after the budget. A trial that
+        turns out longer than the longest so far is stopped when it would eat into the final
+        model's time (:meth:`trial_deadline`).
         """
         if not self.kclassify_then_fit:
             return 0.0
-        longest = longest_trial(self.trial_stats)
+        return longest_trial(self.trial_stats) + self.final_reserve(best)
+
+    def final_reserve(self, best) -> float:
+        """Seconds of the budget kept for the final model, ``best`` being the best trial so far.
+
+        With then_fit ``reuse``, a best trial that trained for all epochs is kept as it is:
+        nothing to retrain. With a final share (``tune(final_share=...)``), that share of the
+        budget is kept for retraining the best, or the time retraining it for all epochs takes
+        if that is longer.
+        """
         epochs = self.hypermodel.config_for(best.hyperparameters).train.epochs
         if self.kclassify_then_fit == "reuse" and ran_all_epochs(best.hyperparameters.values, epochs):
-            return longest
+            return 0.0
         share = self.kclassify_final_share
         final = share * self.kclassify_time_budget if share else 0.0  # tune checks that a budget comes with it
-        return longest + max(final, self.refit_reserve(best))
+        return max(final, self.refit_reserve(best))
+
+    def trial_deadline(self) -> float | None:
+        """When (``time.perf_counter()``) the next trial must be done for the final model to keep its time.
+
+        None, and the trial runs to its end, without a time budget or then_fit, on a distributed
+        worker (the chief keeps the budget), and while no trial has finished to retrain instead.
+        """
+        budget = getattr(self, "kclassify_time_budget", None)
+        if not budget or not self.kclassify_then_fit or self.kclassify_worker:
+            return None
+        best = best_feasible(self.oracle, self.trial_stats, 1)
+        if not best:
+            return None
+        return self.kclassify_started + budget - self.final_reserve(best[0])
 
     def refit_reserve(self, trial) -> float:
         """Seconds retraining ``trial``'s settings for all epochs will take, from its own seconds per epoch.
