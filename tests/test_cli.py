@@ -163,3 +163,14 @@ def test_final_share_needs_a_budget_and_a_retrain(capsys, flags, says):
     """Refused before TensorFlow loads, with what to add."""
     assert main(["tune", *flags]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_tune_setting_errors_come_before_tensorflow():
+    code = (
+        "import sys\nfrom kclassify.cli import main\n"
+        "rc = main(['tune', '--final-share', '1.5', '--time-budget', '10m', '--then-fit'])\n"
+        "assert rc == 2 and 'tensorflow' not in sys.modules, (rc, 'tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "between 0 and 1" in out.stderr

@@ -408,8 +408,8 @@ def test_final_share_keeps_its_part_of_the_budget_or_the_retrain_if_longer():
         assert KClassifyTuner.reserve(tuner, trial) == pytest.approx(reserve), share
 
 
-def test_a_trial_must_end_before_the_final_models_share_once_a_trial_can_be_retrained():
-    """Budget 900 s from t=1000 with half kept for the final fit: trials end by t=1450; no limit before a best exists."""
+def test_a_trials_clock_keeps_the_final_models_share_once_a_trial_can_be_retrained():
+    """Budget 900 s from t=1000, half kept for the final fit: the clock ends at 1900 and keeps 450 s; none before a best."""
     from types import SimpleNamespace
 
     import keras_tuner
@@ -419,25 +419,34 @@ def test_a_trial_must_end_before_the_final_models_share_once_a_trial_can_be_retr
     hp = keras_tuner.HyperParameters()
     hp.values.update({"tuner/epochs": 9, "tuner/initial_epoch": 0})
     best = SimpleNamespace(trial_id="001", hyperparameters=hp, score=0.7, status="COMPLETED")
+    running = SimpleNamespace(trial_id="002", hyperparameters=hp, score=None, status="RUNNING")
     stats = {"001": {"seconds": 45.0}}  # retraining it for 27 epochs: 135 s, less than the share
-    oracle = SimpleNamespace(trials={"001": best}, get_best_trials=lambda n: [best])
 
     def tuner(**changes):
+        oracle = SimpleNamespace(trials={"001": best, "002": running},
+                                 get_best_trials=lambda n: [best, running][:n])  # KerasTuner pads with the rest
         t = SimpleNamespace(trial_stats=stats, oracle=oracle, kclassify_then_fit="retrain", kclassify_final_share=0.5,
                             kclassify_time_budget=900, kclassify_started=1000.0, kclassify_worker=False,
+                            executions_per_trial=2,
                             hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
         t.__dict__.update(changes)
         t.refit_reserve = lambda trial: KClassifyTuner.refit_reserve(t, trial)
         t.final_reserve = lambda trial: KClassifyTuner.final_reserve(t, trial)
         return t
 
-    assert KClassifyTuner.trial_deadline(tuner()) == pytest.approx(1450.0)
-    assert KClassifyTuner.trial_deadline(tuner(kclassify_final_share=None)) == pytest.approx(1900.0 - 135.0)
-    assert KClassifyTuner.trial_deadline(tuner(kclassify_then_fit="reuse", kclassify_final_share=None)) == \
-        pytest.approx(1900.0 - 135.0)  # the best stopped at rung 9 of 27: reuse retrains it
+    limit = KClassifyTuner.time_limit(tuner())
+    assert (limit.ends_at, limit.kept, limit.runs_after) == (1900.0, 450.0, 2)
+    assert KClassifyTuner.time_limit(tuner(kclassify_final_share=None)).kept == pytest.approx(135.0)
+    assert KClassifyTuner.time_limit(tuner(kclassify_then_fit="reuse", kclassify_final_share=None)).kept == \
+        pytest.approx(135.0)  # the best stopped at rung 9 of 27: reuse retrains it
+    best.status = "FAILED"  # only the running trial is left to rank: no clock
+    try:
+        assert KClassifyTuner.time_limit(tuner()) is None
+    finally:
+        best.status = "COMPLETED"
     for changes in [{"kclassify_then_fit": None}, {"kclassify_time_budget": None}, {"kclassify_worker": True},
                     {"trial_stats": {"001": {"seconds": 45.0, "infeasible": "over --max-params"}}}]:
-        assert KClassifyTuner.trial_deadline(tuner(**changes)) is None, changes  # no limit; nothing to fall back on
+        assert KClassifyTuner.time_limit(tuner(**changes)) is None, changes  # no limit; nothing to fall back on
 
 
 class _Clock:
@@ -448,8 +457,21 @@ class _Clock:
         return self.now
 
 
-def _drive(limit, clock, epoch, steps, batch_seconds, epoch_end_extra=0.0):
-    """One epoch of ``steps`` batches of ``batch_seconds`` each (validation adds ``epoch_end_extra``);
+def _limit(ends_at, kept=0.0, runs=1, start=0, end=9, steps=10, refit_epochs=0):
+    from types import SimpleNamespace
+
+    from kclassify.tuning.time_limit import TimeLimit
+
+    clock = _Clock()
+    limit = TimeLimit(ends_at, kept=kept, runs=runs, clock=clock)
+    limit.set_model(SimpleNamespace(stop_training=False, stop_evaluating=False))
+    limit.begin(start, end, steps, refit_epochs)
+    limit.on_train_begin()
+    return limit, clock
+
+
+def _drive(limit, clock, epoch, steps=10, batch_seconds=2.0, validation=0.0):
+    """One epoch of ``steps`` batches of ``batch_seconds`` and a validation of ``validation`` seconds;
     the batches the callback saw before it stopped training."""
     limit.on_epoch_begin(epoch)
     for batch in range(steps):
@@ -457,70 +479,78 @@ def _drive(limit, clock, epoch, steps, batch_seconds, epoch_end_extra=0.0):
         limit.on_train_batch_end(batch)
         if limit.model.stop_training:
             return batch + 1
-    clock.now += epoch_end_extra
+    clock.now += validation
     limit.on_epoch_end(epoch)
     return steps
 
 
 def test_time_limit_stops_a_trial_from_its_measured_pace():
-    """10 steps of 2 s, 9 epochs: after 8 batches 164 s are still needed; 84 s left stops it there, 200 s do not."""
-    from types import SimpleNamespace
-
-    from kclassify.tuning.budget import TimeLimit
-
-    clock = _Clock()
-    limit = TimeLimit(deadline=100.0, end=9, steps=10, clock=clock)
-    limit.set_model(SimpleNamespace(stop_training=False))
-    limit.on_train_begin()
-    assert _drive(limit, clock, 0, 10, 2.0) == 8  # 3 warm-up + 5 timed batches, then stopped at t=16
+    """10 steps of 2 s, 9 epochs: after 8 batches (t=16) 164 s are still needed; 84 s left stops it, 200 s do not."""
+    limit, clock = _limit(100.0)
+    assert _drive(limit, clock, 0) == 8  # 3 warm-up + 5 timed batches, then stopped
     assert limit.needed == pytest.approx(2 * 2.0 + 8 * 10 * 2.0) and limit.left == pytest.approx(84.0)
-    assert limit.epoch == 0
+    assert limit.epoch == 0 and "stopped in epoch 1: needed ~164s more" in limit.reason()
+    limit.on_test_batch_end(0)
+    assert limit.model.stop_evaluating  # the epoch's validation is cut short too
 
-    # Validation is not in the in-epoch estimate (164 s of 184 s left fits); the epoch's end, at 26 s
-    # a epoch, measures it: 8 x 26 = 208 s > 174 s left.
-    clock = _Clock()
-    limit = TimeLimit(deadline=200.0, end=9, steps=10, clock=clock)
-    limit.set_model(SimpleNamespace(stop_training=False))
-    limit.on_train_begin()
-    assert _drive(limit, clock, 0, 10, 2.0, epoch_end_extra=6.0) == 10
-    assert limit.model.stop_training and limit.needed == pytest.approx(208.0) and limit.left == pytest.approx(174.0)
+    # The first epoch is judged by its batches (its validation includes tracing and filling caches);
+    # from the second, each epoch's seconds count, validation included: 7 x 26 = 182 s > 180 s left at t=52.
+    limit, clock = _limit(232.0)
+    assert _drive(limit, clock, 0, validation=6.0) == 10 and limit.needed is None
+    assert _drive(limit, clock, 1, validation=6.0) == 10
+    assert limit.model.stop_training and limit.needed == pytest.approx(182.0) and limit.left == pytest.approx(180.0)
 
-    # Enough time: never stopped, and the last epoch ending late stops nothing (nothing is left to run).
-    clock = _Clock()
-    limit = TimeLimit(deadline=240.0, end=9, steps=10, clock=clock)
-    limit.set_model(SimpleNamespace(stop_training=False))
-    limit.on_train_begin()
+    # Enough time: never stopped, and a late last epoch stops nothing (nothing left to save).
+    limit, clock = _limit(240.0)
     for epoch in range(9):
-        assert _drive(limit, clock, epoch, 10, 2.0, epoch_end_extra=6.0) == 10
+        assert _drive(limit, clock, epoch, validation=6.0) == 10
     assert clock.now == pytest.approx(234.0) and not limit.model.stop_training and limit.needed is None
     limit.on_epoch_begin(8)
     clock.now = 500.0
     limit.on_epoch_end(8)
     assert limit.needed is None
 
-    # A Hyperband continuation (epochs 3-9) and a second phase: a new fit measures its own pace again.
-    clock = _Clock()
-    limit = TimeLimit(deadline=150.0, end=9, steps=10, clock=clock)
-    limit.set_model(SimpleNamespace(stop_training=False))
-    limit.on_train_begin()
-    assert _drive(limit, clock, 3, 10, 1.0) == 10 and limit.needed is None  # 5 x 10 s left of 140 s
+
+def test_time_limit_counts_phases_executions_and_retraining_the_trial():
+    # A Hyperband continuation (epochs 3-9) in two phases: the second phase's fit measures its own pace.
+    limit, clock = _limit(150.0, start=3)
+    assert _drive(limit, clock, 3, batch_seconds=1.0) == 10 and limit.needed is None  # 5 x 10 s of 140 s left
     limit.on_train_begin()  # phase two: 3 s per step, 4 more epochs after this one
-    assert _drive(limit, clock, 4, 10, 3.0) == 8 and limit.epoch == 4
+    assert _drive(limit, clock, 4, batch_seconds=3.0) == 8 and limit.epoch == 4
     assert limit.needed == pytest.approx(2 * 3.0 + 4 * 10 * 3.0) and limit.left == pytest.approx(150.0 - 34.0)
+
+    # Two executions of 9 epochs: at t=16 the first still needs 164 s and the second 180 s; 300 s hold one, not both.
+    limit, clock = _limit(316.0, runs=2)
+    assert _drive(limit, clock, 0) == 8 and limit.needed == pytest.approx(164.0 + 180.0)
+
+    # 50 s kept for the final fit; were this trial the best, retraining it for 27 epochs at 20 s would
+    # take 540 s: 490 s more than kept, so 164 + 490 s are needed and 300 - 50 - 16 = 234 s are left.
+    limit, clock = _limit(300.0, kept=50.0, refit_epochs=27)
+    assert _drive(limit, clock, 0) == 8
+    assert limit.needed == pytest.approx(164.0 + 490.0) and limit.left == pytest.approx(234.0)
+    limit, clock = _limit(300.0 + 490.0, kept=50.0, refit_epochs=27)  # the same with the time: runs on
+    assert _drive(limit, clock, 0) == 10 and limit.needed is None
 
 
 @pytest.mark.slow
 def test_a_trial_that_would_overrun_the_final_models_time_is_stopped_and_recorded(tmp_path, monkeypatch):
-    """The deadline passes before the second trial starts: Keras stops it after the 8 batches that time it."""
+    """The budget ends as the second trial starts: Keras stops it after the 8 batches that time it."""
+    import json
     import time
 
-    from kclassify.tuning.budget import TimeLimit
+    from kclassify.tuning.time_limit import TimeLimit
     from kclassify.tuning.tune import tune
     from kclassify.tuning.tuner import KClassifyTuner
 
-    real_deadline, seen = KClassifyTuner.trial_deadline, []
-    monkeypatch.setattr(KClassifyTuner, "trial_deadline",
-                        lambda self: None if real_deadline(self) is None else time.perf_counter())
+    real_limit, seen = KClassifyTuner.time_limit, []
+
+    def ending_now(self):
+        limit = real_limit(self)
+        if limit:
+            limit.ends_at, limit.kept = time.perf_counter(), 0.0
+        return limit
+
+    monkeypatch.setattr(KClassifyTuner, "time_limit", ending_now)
     real_batch_end = TimeLimit.on_train_batch_end
 
     def spy(self, batch, logs=None):
@@ -536,8 +566,10 @@ def test_a_trial_that_would_overrun_the_final_models_time_is_stopped_and_recorde
     assert seen == [(0, b) for b in range(8)]  # the first trial ran free; the second stopped mid-epoch 1
     rows = _rows(out)
     assert [r["status"] for r in rows] == ["COMPLETED", "STOPPED"] and rows[1]["epochs"] == "1"
-    assert rows[1]["score"] == "" and "needed ~" in rows[1]["message"] and "s left before" in rows[1]["message"]
+    assert rows[1]["score"] == "" and "needed ~" in rows[1]["message"]
     assert result.best_hparams == {"lr": 0.001}
+    oracle_record = json.loads((out / "tuner" / "trial_1" / "trial.json").read_text())
+    assert oracle_record["score"] == 0.0  # the oracle holds the penalty, not the half-trained model's score
 
 
 def test_final_epochs_fill_the_time_left_at_the_best_trials_pace(tmp_path):

@@ -111,7 +111,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = tune(cfg, space, algorithm=args.algorithm, max_trials=args.max_trials, output=args.output,
                   objective=args.objective, executions_per_trial=args.executions_per_trial,
                   verbose=1 if args.verbose_trials else 0, distributed=role, time_budget=args.time_budget,
-                  limits=limits, min_epochs=args.min_epochs, then_fit=args.then_fit, final_share=args.final_share)
+                  limits=limits, min_epochs=args.min_epochs, then_fit=args.then_fit, final_share=args.final_share,
+                  started=started)
     if result is None:
         print("worker finished: the chief writes the results")
         return 0

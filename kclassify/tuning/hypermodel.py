@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Callable
 
 import keras
 import keras_tuner
@@ -25,8 +26,8 @@ from ..models.profile import measure_latency, parameter_count
 from ..training.callbacks import control_callbacks
 from ..training.recipe import (Recipe, build_model, compile_phase, keras_fit, make_recipe, precision, resolve,
                                seed_everything, train)
-from .budget import TimeLimit
 from .space import SearchSpace, to_hyperparameters
+from .time_limit import TimeLimit
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,9 @@ class OneSession(keras.callbacks.Callback):
     sessions") and TensorBoard closes its writers at each end, so they see one session.
     """
 
-    def __init__(self, inner, first: bool, last: bool):
+    def __init__(self, inner, first: bool, last: Callable[[], bool]):
         super().__init__()
-        self.inner, self.first, self.last = inner, first, last
+        self.inner, self.first, self.last = inner, first, last  # last: asked at the phase's end
 
     def set_model(self, model):
         super().set_model(model)
@@ -56,7 +57,7 @@ class OneSession(keras.callbacks.Callback):
             self.inner.on_train_begin(logs)
 
     def on_train_end(self, logs=None):
-        if self.last:
+        if self.last():
             self.inner.on_train_end(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -99,8 +100,7 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         self.base, self.space, self.data, self.cache_dir = base, space, data, cache_dir
         self._decoded: dict[tuple[str, int], tf.data.Dataset] = {}
         self.profiles: dict[str, dict] = {}  # architecture key -> {"params", "latency_ms", ...}
-        self.deadline: float | None = None  # the tuner's: when the next trial must be done (perf_counter)
-        self.time_limit: TimeLimit | None = None  # the last fit's clock: did it stop the trial, needing how long
+        self.time_limit: TimeLimit | None = None  # the tuner's, for the trial it runs: may stop it
 
     def config_for(self, hp) -> Config:
         """The base settings with this trial's active values."""
@@ -176,15 +176,23 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         start, end = kwargs.pop("initial_epoch", 0), epochs or recipe.cfg.train.epochs
         running = [p for p in recipe.phases if max(start, p.start) < min(end, p.end)]
         control = control_callbacks(recipe.cfg.train, recipe.monitor)
-        clock = self.time_limit = TimeLimit(self.deadline, end, recipe.steps) if self.deadline else None
-        if clock:
-            control.append(clock)
+        history = keras.callbacks.History()  # KerasTuner reads the objective's best epoch from it
+        limit = self.time_limit
+
+        def stopped() -> bool:
+            return bool(limit and limit.stopped)
+
+        if limit:
+            if limit.stopped:  # an earlier execution of this trial was stopped: its score is discarded anyway
+                history.history = {}
+                return history
+            limit.begin(start, end, recipe.steps, recipe.cfg.train.epochs)
+            control.append(limit)
 
         def phase_callbacks(phase):  # KerasTuner's callbacks see the phases as one training session
             first, last = phase is running[0], phase is running[-1]
-            return [OneSession(c, first, last) for c in callbacks or []] + control
+            return [OneSession(c, first, lambda: last or stopped()) for c in callbacks or []] + control
 
-        history = keras.callbacks.History()  # KerasTuner reads the objective's best epoch from it
         history.history = train(model, recipe, keras_fit(recipe, phase_callbacks, verbose), start=start, end=end,
-                                skip=lambda phase: bool(clock and clock.needed is not None))
+                                skip=lambda phase: stopped())
         return history

@@ -48,7 +48,7 @@ def _trial_rows(tuner, space: SearchSpace) -> list[dict]:
         status, score, message = trial.status, trial.score, ""
         if trial.status == "FAILED":
             message = ((trial.message or "").strip().splitlines() or [""])[-1]
-        elif stats.get("stopped_in_epoch"):  # would have eaten into the final model's time (budget.TimeLimit)
+        elif "stopped_in_epoch" in stats:  # would have eaten into the final model's time (time_limit.TimeLimit)
             status, score, message, epochs = "STOPPED", None, stats["infeasible"], stats["stopped_in_epoch"]
         elif stats.get("infeasible"):
             status, score, message, epochs = "INFEASIBLE", None, stats["infeasible"], 0

@@ -39,7 +39,7 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
          output: str | Path | None = None, objective: str = "val_accuracy", executions_per_trial: int = 1,
          verbose: int = 0, distributed: str | None = None, time_budget: float | None = None,
          limits: Budget | None = None, min_epochs: int = 3, then_fit: bool | str = False,
-         final_share: float | None = None) -> TuneResult | None:
+         final_share: float | None = None, started: float | None = None) -> TuneResult | None:
     """Search ``space`` and write a tuning folder.
 
     With ``distributed='worker'`` (see :func:`configure_distributed`) this process only
@@ -58,7 +58,9 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     ``limits`` (max parameters, max LiteRT latency) are checked before a trial trains: a trial
     over them is recorded INFEASIBLE with its cost and scored below every real trial. Each
     trial logs to ``logs/`` with KerasTuner's TensorBoard HParams integration, so trials can
-    be compared in TensorBoard's HParams tab.
+    be compared in TensorBoard's HParams tab. ``started`` (a ``time.perf_counter()`` reading) is when
+    the time budget began, if before this call (the CLI's start: TensorFlow's import and the data's
+    checks count too); by default, now.
 
     The first trial is ``base`` itself (every searched setting at its base value, where the
     space admits it), so the search never ends below what ``fit`` with the same settings
@@ -88,7 +90,7 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
                        base.train.seed, executions_per_trial, base.train.epochs, min_epochs)
     if distributed != "worker":  # the oracle (the chief's, when distributed) knows the space up front
         hypermodel.declare(tuner.oracle.hyperparameters)
-    tuner.kclassify_started = time.perf_counter()
+    tuner.kclassify_started = time.perf_counter() if started is None else started
     tuner.kclassify_time_budget = time_budget
     tuner.kclassify_then_fit = "retrain" if then_fit is True else (then_fit or None)
     check_final_share(final_share, time_budget, tuner.kclassify_then_fit)

@@ -17,6 +17,7 @@ from ..runs import write_json
 from .budget import Budget, infeasible_score
 from .report import best_feasible
 from .tf_workarounds import atomic_tuner_state, released_custom_gradients
+from .time_limit import TimeLimit
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,19 @@ class KClassifyTuner:
         self.trial_stats[trial.trial_id] = {**profile, "infeasible": "; ".join(reasons)}
         if reasons:  # scored below every real trial, so the oracle steers away; never trained
             return self._penalty()
-        deadline = self.trial_deadline()
-        self.hypermodel.deadline, self.hypermodel.time_limit = deadline, None
-        with released_custom_gradients():
-            results = super().run_trial(trial, *args, **kwargs)
-        clock = self.hypermodel.time_limit
-        if deadline and clock and clock.needed is not None:  # stopped: its score is of a half-trained model
-            self.trial_stats[trial.trial_id].update(
-                infeasible=f"stopped in epoch {clock.epoch + 1}: needed ~{clock.needed:.0f}s more, "
-                           f"{clock.left:.0f}s left before the final model's time",
-                stopped_in_epoch=clock.epoch + 1)
+        parent = trial.hyperparameters.values.get("tuner/trial_id")  # a Hyperband continuation's earlier rung
+        if parent and "stopped_in_epoch" in self.trial_stats.get(parent, {}):
+            self.trial_stats[trial.trial_id].update(infeasible=f"continues trial {parent}, stopped for time",
+                                                    stopped_in_epoch=0)
+            return self._penalty()  # its checkpoint holds a few batches' training, not a rung's
+        limit = self.hypermodel.time_limit = self.time_limit()
+        try:
+            with released_custom_gradients():
+                results = super().run_trial(trial, *args, **kwargs)
+        finally:
+            self.hypermodel.time_limit = None
+        if limit and limit.stopped:  # its score is of a half-trained model
+            self.trial_stats[trial.trial_id].update(infeasible=limit.reason(), stopped_in_epoch=limit.epoch + 1)
             return self._penalty()
         return results
 
@@ -107,7 +111,7 @@ class KClassifyTuner:
 
         Without then_fit, 0: the search ends at most a trial after the budget. A trial that
         turns out longer than the longest so far is stopped when it would eat into the final
-        model's time (:meth:`trial_deadline`).
+        model's time (:meth:`time_limit`).
         """
         if not self.kclassify_then_fit:
             return 0.0
@@ -128,11 +132,12 @@ class KClassifyTuner:
         final = share * self.kclassify_time_budget if share else 0.0  # tune checks that a budget comes with it
         return max(final, self.refit_reserve(best))
 
-    def trial_deadline(self) -> float | None:
-        """When (``time.perf_counter()``) the next trial must be done for the final model to keep its time.
+    def time_limit(self) -> TimeLimit | None:
+        """The clock for the next trial: it stops the trial if it would eat into the final model's time.
 
         None, and the trial runs to its end, without a time budget or then_fit, on a distributed
-        worker (the chief keeps the budget), and while no trial has finished to retrain instead.
+        worker (which does not see the other workers' trials), and while no trial has finished to
+        fall back on.
         """
         budget = getattr(self, "kclassify_time_budget", None)
         if not budget or not self.kclassify_then_fit or self.kclassify_worker:
@@ -140,7 +145,8 @@ class KClassifyTuner:
         best = best_feasible(self.oracle, self.trial_stats, 1)
         if not best:
             return None
-        return self.kclassify_started + budget - self.final_reserve(best[0])
+        return TimeLimit(self.kclassify_started + budget, kept=self.final_reserve(best[0]),
+                         runs=getattr(self, "executions_per_trial", 1))
 
     def refit_reserve(self, trial) -> float:
         """Seconds retraining ``trial``'s settings for all epochs will take, from its own seconds per epoch.
