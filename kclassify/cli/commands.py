@@ -91,7 +91,7 @@ def _resolve(args: argparse.Namespace, hparams: str | None = None):
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..tuning.budget import check_final_share
+    from ..tuning.budget import check_final_share, check_time_budget
     from ..tuning.space import load_space
 
     started = time.perf_counter()  # the time budget is the command's
@@ -102,6 +102,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError("--export exports the retrained best run: add --then-fit, or export a run folder "
                           "with `kclassify export RUN`.")
     check_final_share(args.final_share, args.time_budget, args.then_fit)
+    check_time_budget(args.time_budget, args.distributed)
     _load_tensorflow(args)
     from ..tuning.tune import Budget, base_settings, configure_distributed, tune
 

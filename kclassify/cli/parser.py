@@ -140,7 +140,7 @@ def _add_tune(sub) -> None:
     tune.add_argument("--objective", default="val_accuracy",
                       choices=("val_accuracy", "val_loss", "val_auc", "val_f1", "accuracy", "loss"))
     tune.add_argument("--time-budget", type=_duration, help="start no new trial after this long: 90s, 30m, 2h; with "
-                      "--then-fit the budget covers retraining the best too")
+                      "--then-fit the budget covers retraining the best too (not with --distributed)")
     tune.add_argument("--executions-per-trial", type=int, default=1, help="fits per trial, averaged")
     tune.add_argument("--min-epochs", type=int, default=3, metavar="N",
                       help="hyperband: epochs of the smallest rung (default: 3; 1-epoch rungs rank BatchNorm "

@@ -68,3 +68,11 @@ def check_final_share(share: float | None, time_budget: float | None, then_fit: 
     if not time_budget or then_fit != "retrain":
         raise ConfigError(f"--final-share {share} keeps part of --time-budget for retraining the best settings: "
                           f"add --time-budget and --then-fit (retrain, not reuse).")
+
+
+def check_time_budget(time_budget: float | None, distributed: str | None) -> None:
+    """A time budget is kept by the process that runs the trials and sees them all: not a distributed search."""
+    if time_budget and distributed:
+        raise ConfigError(
+            f"--time-budget is not kept in KerasTuner's distributed mode (--distributed {distributed}): the chief "
+            f"runs no trial and each worker sees only its own. Size a distributed search with --max-trials instead.")

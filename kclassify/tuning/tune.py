@@ -23,7 +23,7 @@ from ..config import Config
 from ..data import prepare_data, write_split
 from ..errors import ConfigError
 from ..runs import DEFAULT_ROOT, default_run_name
-from .budget import Budget, check_final_share
+from .budget import Budget, check_final_share, check_time_budget
 from .distributed import configure_distributed
 from .hypermodel import ClassifierHyperModel
 from .report import TuneResult, pareto_front, write_outputs
@@ -74,6 +74,7 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
         >>> sorted(result.best_hparams) [:2]
         ['batch_size', 'dropout']
     """
+    check_time_budget(time_budget, distributed)
     folder = Path(output) if output else DEFAULT_ROOT / ("tune-" + default_run_name(base.data.data))
     folder.mkdir(parents=True, exist_ok=True)
     d = base.data

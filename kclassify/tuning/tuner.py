@@ -98,7 +98,10 @@ class KClassifyTuner:
             log.info("time budget of %.0fs spent after %d trial(s)%s: stopping the search", budget, done, kept)
             self.oracle.max_trials = len(self.oracle.trials)  # the oracle then answers STOPPED
         values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
-        status = "infeasible (" + stats["infeasible"] + ")" if stats.get("infeasible") else trial.status.lower()
+        if stats.get("infeasible"):  # over a deployment limit, or stopped by its clock (time_limit.TimeLimit)
+            status = ("stopped" if "stopped_in_epoch" in stats else "infeasible") + f" ({stats['infeasible']})"
+        else:
+            status = trial.status.lower()
         if stats.get("infeasible"):
             score = None
         log.info("trial %d/%s %s: %s score %s | best %s | %.0fs, elapsed %.0fs, ETA %.0fs",
