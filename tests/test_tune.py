@@ -532,6 +532,32 @@ def test_time_limit_counts_phases_executions_and_retraining_the_trial():
     assert _drive(limit, clock, 0) == 10 and limit.needed is None
 
 
+def test_a_continuation_that_cannot_fit_at_its_earlier_rungs_pace_is_not_started():
+    """Rung 1 ran 9 epochs in 90 s: its 18-epoch continuation needs 180 s, and retraining it for 27 epochs
+    270 s, 220 s more than the 50 s kept: 400 s. 399 s left rules it out; 401 s do not."""
+    from types import SimpleNamespace
+
+    import keras_tuner
+
+    from kclassify.tuning.time_limit import TimeLimit
+    from kclassify.tuning.tuner import KClassifyTuner
+
+    parent, child = keras_tuner.HyperParameters(), keras_tuner.HyperParameters()
+    parent.values.update({"tuner/epochs": 9, "tuner/initial_epoch": 0})
+    child.values.update({"tuner/epochs": 27, "tuner/initial_epoch": 9, "tuner/trial_id": "001"})
+    tuner = SimpleNamespace(trial_stats={"001": {"seconds": 90.0}},
+                            oracle=SimpleNamespace(get_trial=lambda tid: SimpleNamespace(hyperparameters=parent)),
+                            hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
+    trial = SimpleNamespace(trial_id="004", hyperparameters=child)
+    for ends_at, ruled_out in [(449.0, True), (451.0, False)]:
+        limit = TimeLimit(ends_at, kept=50.0, clock=lambda: 0.0)
+        assert KClassifyTuner._rules_out(tuner, limit, trial, "001") is ruled_out
+        if ruled_out:
+            assert limit.reason() == "not started: needed ~400s more (with retraining it, were it the best), 399s left"
+    tuner.trial_stats = {}  # the earlier rung was not measured: the clock decides once it runs
+    assert KClassifyTuner._rules_out(tuner, TimeLimit(0.0, clock=lambda: 0.0), trial, "001") is False
+
+
 @pytest.mark.slow
 def test_a_trial_that_would_overrun_the_final_models_time_is_stopped_and_recorded(tmp_path, monkeypatch):
     """The budget ends as the second trial starts: Keras stops it after the 8 batches that time it."""

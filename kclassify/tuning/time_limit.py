@@ -61,8 +61,14 @@ class TimeLimit(keras.callbacks.Callback):
         self.runs_after -= 1
 
     def reason(self) -> str:
-        return (f"stopped in epoch {self.epoch + 1}: needed ~{self.needed:.0f}s more (with retraining it, were it "
-                f"the best), {self.left:.0f}s left")
+        where = "not started" if self.epoch is None else f"stopped in epoch {self.epoch + 1}"
+        return f"{where}: needed ~{self.needed:.0f}s more (with retraining it, were it the best), {self.left:.0f}s left"
+
+    def rules_out(self, per_epoch: float, epochs: int, refit_epochs: int) -> bool:
+        """Before the trial starts, from a pace measured before (a Hyperband continuation's earlier rung):
+        whether its ``epochs`` (per execution) and its retrain cannot fit. Sets ``needed`` and ``left`` if so."""
+        self._check_needed(self.runs_after * epochs * per_epoch + max(0.0, refit_epochs * per_epoch - self.kept))
+        return self.stopped
 
     def on_train_begin(self, logs=None):
         self._first = True  # a new model.fit (a phase): another step function, another pace
@@ -93,8 +99,12 @@ class TimeLimit(keras.callbacks.Callback):
         epochs_left = self.end - self.epoch - 1 + self.runs_after * (self.end - self.start)
         if self.stopped or (not epochs_left and not rest_of_epoch):
             return  # trained to the end: nothing left to save by stopping
-        needed = rest_of_epoch + epochs_left * per_epoch + max(0.0, self.refit_epochs * per_epoch - self.kept)
+        if self._check_needed(rest_of_epoch + epochs_left * per_epoch
+                              + max(0.0, self.refit_epochs * per_epoch - self.kept)):
+            self.model.stop_training = True
+
+    def _check_needed(self, needed: float) -> bool:
         left = self.ends_at - self.kept - self.clock()
         if needed > left:
             self.needed, self.left = needed, max(left, 0.0)
-            self.model.stop_training = True
+        return self.stopped
