@@ -67,8 +67,7 @@ class TimeLimit(keras.callbacks.Callback):
     def rules_out(self, per_epoch: float, epochs: int, refit_epochs: int) -> bool:
         """Before the trial starts, from a pace measured before (a Hyperband continuation's earlier rung):
         whether its ``epochs`` (per execution) and its retrain cannot fit. Sets ``needed`` and ``left`` if so."""
-        self._check_needed(self.runs_after * epochs * per_epoch + max(0.0, refit_epochs * per_epoch - self.kept))
-        return self.stopped
+        return self._over(per_epoch, self.runs_after * epochs, refit_epochs)
 
     def on_train_begin(self, logs=None):
         self._first = True  # a new model.fit (a phase): another step function, another pace
@@ -99,11 +98,12 @@ class TimeLimit(keras.callbacks.Callback):
         epochs_left = self.end - self.epoch - 1 + self.runs_after * (self.end - self.start)
         if self.stopped or (not epochs_left and not rest_of_epoch):
             return  # trained to the end: nothing left to save by stopping
-        if self._check_needed(rest_of_epoch + epochs_left * per_epoch
-                              + max(0.0, self.refit_epochs * per_epoch - self.kept)):
+        if self._over(per_epoch, epochs_left, self.refit_epochs, rest_of_epoch):
             self.model.stop_training = True
 
-    def _check_needed(self, needed: float) -> bool:
+    def _over(self, per_epoch: float, epochs: int, refit_epochs: int, rest_of_epoch: float = 0.0) -> bool:
+        """Whether ``rest_of_epoch`` plus ``epochs`` and the retrain beyond ``kept``, at ``per_epoch``, miss the end."""
+        needed = rest_of_epoch + epochs * per_epoch + max(0.0, refit_epochs * per_epoch - self.kept)
         left = self.ends_at - self.kept - self.clock()
         if needed > left:
             self.needed, self.left = needed, max(left, 0.0)
