@@ -10,9 +10,11 @@ images. Search arm: `kclassify tune --space scratch --algorithm hyperband --epoc
 --time-budget BUDGET --then-fit [reuse]` (the budget covers the retraining: the search stops starting
 trials once the time left would not retrain the best so far; with `--then-fit reuse`, a best trial that
 trained all epochs is kept, not retrained; with `--final-share F`, F of the budget is kept for the final fit,
-which trains the best settings for as many epochs as that time holds). Default arm: `kclassify fit` with its defaults,
-epochs raised to fill the search arm's wall time (its seconds per epoch come from the search's first
-trial, which is exactly the default settings). Goal (issue 9): search arm >= default arm + 2 points.
+which is a `fit --time-budget` of the time left). Default arm: `kclassify fit --time-budget W` with its defaults,
+W the search arm's measured wall time: as many epochs as W holds at the pace the fit measures as it trains,
+its cosine decaying over them, so both arms get the same wall time however the machine's pace drifts (the
+default arm's epochs used to be sized from the search's first trial, and got 24-34% more time than the
+search arm on a day long fits ran slower per epoch than trials). Goal (issue 9): search arm >= default arm + 2 points.
 """
 
 from __future__ import annotations
@@ -33,20 +35,6 @@ KCLASSIFY = [sys.executable, "-m", "kclassify.cli"]
 def _duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600}
     return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-
-
-def _seconds_per_epoch(search: Path, trial: str) -> float:
-    """A fit's seconds per epoch, from a trial's: 0.9x its seconds per epoch it ran.
-
-    A trial's time also holds building the model and adapting its normalization, which a long fit
-    pays once (measured on intel_scenes: 4.0 s per epoch in the defaults' 9-epoch trial, 3.6 s over
-    their 370-epoch fit, checkpoints included); a Hyperband continuation ran epochs - initial_epoch.
-    """
-    from kclassify.tuning.tuner import seconds_per_epoch
-
-    stats = json.loads((search / "trial_stats.json").read_text())[trial]
-    values = json.loads((search / "tuner" / f"trial_{trial}" / "trial.json").read_text())["hyperparameters"]["values"]
-    return 0.9 * seconds_per_epoch(stats, values, epochs=1)
 
 
 def _run(args: list[str], log: Path) -> float:
@@ -92,9 +80,9 @@ def one_seed(args, seed: int) -> tuple[float, float, tuple[list, list, list]]:
         print(f"  (default arm measured earlier on the same split: {default})")
     else:
         default = out / "default"
-        default_epochs = max(1, int(max(_duration(args.budget), search_wall) / _seconds_per_epoch(search, "000")))
-        default_wall = _run(["fit", *common, "--epochs", str(default_epochs), "--quiet", "--output", str(default)],
-                            out / "default.log")
+        default_wall = _run(["fit", *common, "--time-budget", f"{max(_duration(args.budget), search_wall):.0f}s",
+                             "--quiet", "--output", str(default)], out / "default.log")
+        default_epochs = len((default / "history.csv").read_text().splitlines()) - 1
 
     s_acc, d_acc = _test_accuracy(search / "best_run"), _test_accuracy(default)
     trials = (search / "trials.csv").read_text().splitlines()[1:]

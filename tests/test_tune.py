@@ -617,12 +617,14 @@ def test_final_epochs_fill_the_time_left_at_the_best_trials_pace(tmp_path):
 
 
 @pytest.mark.slow
-def test_final_share_retrains_the_best_for_the_epochs_the_time_left_holds(small_data, tmp_path):
-    """best_run(seconds=6.5 x the best trial's seconds per epoch) trains 5 epochs; a cut-off final fit keeps its own."""
+def test_final_share_retrains_the_best_within_the_time_left(small_data, tmp_path, monkeypatch):
+    """best_run(seconds=S) is a fit with time budget S, planned at 6.5 x the best trial's seconds per epoch:
+    5 epochs; a final fit cut off before it finished resumes with the plan it started with."""
     import json
     import shutil
 
     from kclassify.config import to_yaml
+    from kclassify.tuning import final
     from kclassify.tuning.final import best_run
     from kclassify.tuning.tune import base_settings, tune
 
@@ -631,15 +633,24 @@ def test_final_share_retrains_the_best_for_the_epochs_the_time_left_holds(small_
     out = tmp_path / "t"
     best = yaml.safe_load((out / "best_hparams.yaml").read_text())
     per_epoch = json.loads((out / "trial_stats.json").read_text())[best["trial"]]["seconds"] / 2
-    run = best_run(out, base_settings(out, base), space, "retrain", verbose=0, seconds=6.5 * per_epoch)
-    assert load_yaml(run.run_dir / "config.yaml")["epochs"] == 5
-    assert len((run.run_dir / "history.csv").read_text().splitlines()) == 1 + 5
+    calls = []
 
-    # A final fit cut off before it finished resumes with the epochs it started with, whatever time is left now.
+    def recorded(settings, **kwargs):
+        calls.append((settings.train.epochs, kwargs.get("time_budget")))
+        return fit(settings, **kwargs)
+
+    fit = final.fit
+    monkeypatch.setattr(final, "fit", recorded)
+    run = best_run(out, base_settings(out, base), space, "retrain", verbose=0, seconds=6.5 * per_epoch)
+    assert calls == [(5, pytest.approx(6.5 * per_epoch))]
+    trained = len((run.run_dir / "history.csv").read_text().splitlines()) - 1
+    assert trained >= 1 and load_yaml(run.run_dir / "config.yaml")["epochs"] == trained  # what it trained
+    assert json.loads((run.run_dir / "run.json").read_text())["time_budget"]["planned_epochs"] == 5
+
     again = tmp_path / "again"
     shutil.copytree(out, again, ignore=shutil.ignore_patterns("best_run"))
     started = base_settings(again, base).replace(**best["hparams"])
     (again / "best_run").mkdir()
     (again / "best_run" / "config.yaml").write_text(to_yaml(started.replace(epochs=3)))
-    run = best_run(again, base_settings(again, base), space, "retrain", verbose=0, seconds=1e6)
-    assert len((run.run_dir / "history.csv").read_text().splitlines()) == 1 + 3
+    best_run(again, base_settings(again, base), space, "retrain", verbose=0, seconds=6.5 * per_epoch)
+    assert calls[-1] == (3, pytest.approx(6.5 * per_epoch))

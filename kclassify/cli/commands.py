@@ -23,12 +23,14 @@ def _settings_from_flags(args: argparse.Namespace) -> dict:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # the time budget is the command's
     cfg = _resolve(args, args.hparams)
     _load_tensorflow(args)
     from ..training.fit import fit
 
     formats = _export_formats(args)
-    result = fit(cfg, output=args.output, verbose=_keras_verbosity(args.quiet))
+    result = fit(cfg, output=args.output, verbose=_keras_verbosity(args.quiet), time_budget=args.time_budget,
+                 started=started)
     test = result.metrics.get("test")
     summary = f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}" if test else "no test split"
     print(f"{result.run_dir}: {summary}")

@@ -121,6 +121,10 @@ def _add_fit(sub) -> None:
     fit.add_argument("--config", help="YAML of settings (grouped as in a run's config.yaml, or flat)")
     fit.add_argument("--hparams", help="YAML of settings that override --config (e.g. best_hparams.yaml)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
+    fit.add_argument("--time-budget", type=_duration, metavar="DURATION",
+                     help="train for this long (90s, 30m, 2h; the evaluation after it included): as many epochs as "
+                     "fit at the pace measured while training, the cosine schedule decaying over them; --epochs is "
+                     "then the plan until the first batches are timed")
     _add_export_flags(fit, "after training, export the run (as `kclassify export RUN --formats ...`)")
     _add_setting_flags(fit)
     fit.set_defaults(func=cmd_fit)
@@ -152,8 +156,8 @@ def _add_tune(sub) -> None:
                       "reuse the best trial's own model when it trained for all epochs")
     tune.add_argument("--final-share", type=float, metavar="F",
                       help="with --time-budget and --then-fit: keep this share of the budget (0-1, e.g. 0.5) for "
-                      "the final fit, which trains the best settings for as many epochs as that time holds "
-                      "(at least --epochs); the trials rank settings in --epochs")
+                      "the final fit, a fit --time-budget of the time left: as many epochs as it holds at the pace "
+                      "measured while training; the trials rank settings in --epochs")
     tune.add_argument("--distributed", choices=("chief", "worker"),
                       help="KerasTuner's distributed mode: one chief serves trials, workers run them")
     tune.add_argument("--oracle", help="HOST:PORT of the chief (or KERASTUNER_ORACLE_IP/PORT)")

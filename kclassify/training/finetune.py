@@ -26,6 +26,7 @@ class Phase:
     start: int  # first epoch (0-based, continuous over phases)
     end: int  # one past the last epoch
     lr_factor: float
+    open: bool = False  # its end is fit's time budget's (``TimeBudget`` sets a cosine's learning rate)
 
 
 def plan_phases(cfg: Config) -> list[Phase]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -18,13 +19,14 @@ from .. import config as config_mod
 from ..config import Config
 from ..data import PreparedData, prepare_data, recommended_settings, write_split
 from ..data.pipeline import cache_target, decoded
-from ..errors import RunFolderError
+from ..errors import ConfigError, RunFolderError
 from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, write_excluded, write_json
 from . import multiworker
 from .callbacks import monitor_mode, standard_callbacks, truncate_history
 from .losses import build_loss
 from .recipe import Recipe, build_model, keras_fit, make_recipe, precision, resolve, seed_everything, train
 from .strategy import select_strategy
+from .time_budget import OPEN_END, TimeBudget
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ class FitResult:
 
 
 def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None = None,
-        output: str | Path | None = None, callbacks=(), verbose: int | str = "auto", **settings) -> FitResult:
+        output: str | Path | None = None, callbacks=(), verbose: int | str = "auto",
+        time_budget: float | None = None, started: float | None = None, **settings) -> FitResult:
     """Train a classifier and write a complete run folder.
 
     Running the same call again with the same ``output`` after an interruption
@@ -51,6 +54,14 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
         hparams: a YAML file of settings over ``config`` (e.g. a search's best_hparams.yaml).
         output: the run folder (default ``saved_models/<data>-<time>``).
         callbacks: extra Keras callbacks, run after kclassify's own.
+        time_budget: seconds for the whole call, from ``started`` (a ``time.perf_counter()``
+            reading; default now): the last phase trains for as many epochs as fit in them with
+            the evaluation after it, its cosine schedule planned over those epochs from the pace
+            measured as it goes, and ``epochs`` only the plan until the first batches are timed
+            (see :mod:`kclassify.training.time_budget`). At least one epoch is trained. The
+            finished run's config.yaml holds the epochs trained, so ``fit --config`` retrains it
+            without the budget; run.json holds the budget. A resumed run plans its remaining
+            epochs from the budget it is given then.
 
     Example:
         >>> from kclassify import fit
@@ -62,8 +73,12 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
         cfg = config_mod.build_config(config.flat(), config_mod.load_yaml(hparams) if hparams else {}, settings)
     else:
         cfg = config_mod.layered(config, hparams, settings, recommended=recommended_settings)
+    clock_started = time.perf_counter() if started is None else started
     started = time.time()
     cfg = resolve(cfg)
+    if time_budget and cfg.train.strategy == "multiworker":
+        raise ConfigError("--time-budget is not kept by a multi-worker fit (each worker would stop on its own "
+                          "clock, and the others wait for it forever): give --epochs instead.")
     strategy = select_strategy(cfg.train.strategy)  # first: MultiWorkerMirrored must precede other TF work
     chief_run = RunFolder(Path(output) if output else DEFAULT_ROOT / default_run_name(cfg.data.data))
     # Only the chief writes the run folder; other workers write into a temporary one.
@@ -74,9 +89,12 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     _write_run_start(run, cfg, data, started)
 
     recipe = make_recipe(cfg, data, _cached_images(cfg, data, run), strategy.num_replicas_in_sync)
+    budget = _time_budget(clock_started + time_budget, data) if time_budget else None
     with precision(cfg.train.mixed_precision), strategy.scope():
         model = build_model(recipe)
-        history, throughput = _train(model, recipe, run, list(callbacks), verbose, strategy, chief_run)
+        history, throughput = _train(model, recipe, run, list(callbacks), verbose, strategy, chief_run, budget)
+    if budget:
+        cfg = _budgeted_settings(run, cfg, recipe, budget.epochs_done, time_budget)
     if run is not chief_run:  # a worker: the chief evaluates and saves
         shutil.rmtree(run.root, ignore_errors=True)
         return FitResult(chief_run.root, model, history, {})
@@ -200,13 +218,40 @@ def _cached_images(cfg: Config, data: PreparedData, run: RunFolder):
     return images
 
 
-def _train(model, recipe: Recipe, run: RunFolder, extra_callbacks, verbose, strategy, chief_run: RunFolder):
-    """Train the recipe's phases with fit's callbacks (checkpoints, logs, resume backup).
+def _time_budget(ends_at: float, data: PreparedData) -> TimeBudget:
+    n_val, n_test = (len(data.subset(s)[0]) for s in ("val", "test"))
+    return TimeBudget(ends_at, eval_ratio=(n_val + 2 * n_test) / max(n_val, 1))
+
+
+def _budgeted_settings(run: RunFolder, cfg: Config, recipe: Recipe, epochs: int, seconds: float) -> Config:
+    """The settings that retrain a budgeted run without its budget: the epochs it trained (and the head
+    phase it had); config.yaml says so, run.json keeps the budget."""
+    head = recipe.phases[0].end if len(recipe.phases) > 1 else cfg.train.head_epochs
+    trained = cfg.replace(epochs=max(epochs, 1), head_epochs=head)
+    run.config.write_text(config_mod.to_yaml(trained))
+    info = run.read_json(run.run_json)
+    info["time_budget"] = {"seconds": round(seconds, 1), "planned_epochs": cfg.train.epochs, "epochs": epochs}
+    write_json(run.run_json, info)
+    return trained
+
+
+def _open_phase(recipe: Recipe) -> Recipe:
+    """The recipe with its last phase ended by the time budget instead of ``epochs``."""
+    *before, last = recipe.phases
+    return dataclasses.replace(recipe, phases=[*before, dataclasses.replace(last, end=OPEN_END, open=True)])
+
+
+def _train(model, recipe: Recipe, run: RunFolder, extra_callbacks, verbose, strategy, chief_run: RunFolder,
+           budget: TimeBudget | None = None):
+    """Train the recipe's phases with fit's callbacks (checkpoints, logs, resume backup), within ``budget``.
 
     ``chief_run`` is where resume backups are read (the run folder itself, except on a
     multi-worker cluster's non-chief workers, which write into a temporary ``run``).
     """
     cfg = recipe.cfg
+    planned = recipe.phases
+    if budget:
+        recipe = _open_phase(recipe)
     backup_root = chief_run.backup
     truncate_history(run.history, chief_run.completed_epochs())
 
@@ -222,8 +267,19 @@ def _train(model, recipe: Recipe, run: RunFolder, extra_callbacks, verbose, stra
                 class_weights=recipe.class_weight, monitor=recipe.monitor,
             )
     else:
-        fit_phase = keras_fit(recipe, lambda phase: _callbacks(run, recipe, phase) + extra_callbacks, verbose)
-    history = train(model, recipe, fit_phase, skip=later_phase_started)
+        def callbacks(phase):
+            cbs = _callbacks(run, recipe, phase) + extra_callbacks
+            if budget:
+                driven = phase.open and cfg.train.schedule == "cosine"
+                warmup = round(cfg.train.warmup_epochs * recipe.steps) if phase.start == 0 else 0
+                cbs += budget.phase(phase.start, planned[-1].end, recipe.steps, phase.open,
+                                    lr=cfg.train.lr * phase.lr_factor if driven else None, warmup=warmup)
+            return cbs
+
+        fit_phase = keras_fit(recipe, callbacks, verbose)
+    spent = (lambda phase: budget.stopped_early) if budget else (lambda phase: False)
+    history = train(model, recipe, fit_phase, end=OPEN_END if budget else None,
+                    skip=lambda phase: later_phase_started(phase) or spent(phase))
     shutil.rmtree(run.backup, ignore_errors=True)  # finished: nothing left to resume
     return history, history.get("train_images_per_sec", [])
 

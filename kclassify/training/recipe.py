@@ -145,6 +145,8 @@ def compile_phase(model, recipe: Recipe, phase: Phase) -> None:
     phase_cfg = dataclasses.replace(
         train_cfg, lr=train_cfg.lr * phase.lr_factor, epochs=phase.end - phase.start,
         warmup_epochs=train_cfg.warmup_epochs if phase.start == 0 else 0.0,
+        # An open phase's length is unknown when it compiles: TimeBudget sets its cosine's rate per step.
+        schedule="constant" if phase.open and train_cfg.schedule == "cosine" else train_cfg.schedule,
     )
     model.compile(optimizer=build_optimizer(phase_cfg, recipe.steps), loss=build_loss(train_cfg), metrics=metrics(recipe.num_classes))
 

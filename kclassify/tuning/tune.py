@@ -53,8 +53,8 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     each epoch's end) is stopped and recorded STOPPED, so the final model keeps its time.
     ``final_share`` (0-1, with ``time_budget`` and ``then_fit="retrain"``) keeps that share of the
     budget for the final model instead: the search stops earlier, and ``best_run(seconds=...)``
-    trains the best settings for as many epochs as the time left holds (see
-    :func:`kclassify.tuning.final.final_epochs`): short trials rank the settings, one long fit trains them.
+    trains the best settings for as many epochs as the time left holds (a ``fit`` with that time
+    budget): short trials rank the settings, one long fit trains them.
     ``limits`` (max parameters, max LiteRT latency) are checked before a trial trains: a trial
     over them is recorded INFEASIBLE with its cost and scored below every real trial. Each
     trial logs to ``logs/`` with KerasTuner's TensorBoard HParams integration, so trials can

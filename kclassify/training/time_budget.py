@@ -1,0 +1,154 @@
+"""``fit --time-budget``: train for the time there is, with a schedule that ends when the time does.
+
+A fixed ``--epochs`` guesses the pace of a machine; a user with 15 minutes wants the model those
+15 minutes can train, its learning rate decayed to the end of them (Li, Yumer and Ramanan,
+"Budgeted training", ICLR 2020: a schedule that decays over the actual budget beats a full-length
+schedule cut short). So the last phase of a budgeted fit is open-ended: after each epoch,
+:class:`TimeBudget` re-plans how many epochs the time left holds at the pace just measured, sets
+the cosine schedule's length to that, and stops when no further epoch fits. The pace is measured,
+not assumed: the same settings ran 3.4 s per epoch on one day and 9-11 s on another on this
+project's CI machine, and a long fit ran 9.5 s per epoch where its 9-epoch trial had run 8.0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable
+
+import keras
+
+log = logging.getLogger(__name__)
+
+# Epochs a budgeted phase may run at most: model.fit needs a number; the budget ends it first.
+OPEN_END = 100_000
+
+# What follows training, in seconds per evaluated image per second of one validation pass per
+# image: fit scores the test split from the image files and the evaluation report scores the
+# validation and test splits again (decode, resize, predict, calibrate, draw). Measured on
+# intel_scenes (small_cnn, 64 px): 7.7 s after the last epoch for 423 images, whose cached
+# validation pass (189 images) took 0.9 s; about 3.9x a cached pass per image, and 3 s fixed.
+FINISH_PER_IMAGE = 4.0
+FINISH_FIXED = 3.0
+
+
+def cosine(step: int, total: int, lr: float, warmup: int = 0) -> float:
+    """Keras' ``CosineDecay`` (warm-up from 0 included) at ``step`` of ``total`` steps, to 0 at the end."""
+    if warmup and step < warmup:
+        return lr * step / warmup
+    span = max(total - warmup, 1)
+    return 0.5 * lr * (1 + math.cos(math.pi * min(step - warmup, span) / span))
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops a fit whose next epoch would not end, with its evaluation after it, by ``ends_at``.
+
+    One for a whole fit, passed to each phase's ``model.fit``; :meth:`phase` tells it which
+    phase comes. Every phase is stopped once the time is spent; the ``open`` one (the last, whose
+    end is the budget's) also gets its learning rate from here when ``schedule`` is cosine
+    (``compile_phase`` then gives its optimizer a plain learning rate to set): a cosine over the
+    epochs the budget holds, re-planned after each epoch.
+
+    The pace is the mean of the last ``AVERAGED`` epochs' seconds, each from the end of the one
+    before (validation, checkpoints and logs included); in a phase's first epoch, which also traces the step functions, it is timed
+    over ``TIMED`` batches after ``WARMUP`` and scaled to the epoch, plus that epoch's validation.
+    The seconds kept for what follows training (:data:`FINISH_PER_IMAGE`) scale with the last
+    validation pass.
+
+    Args:
+        ends_at: the budget's end, a ``clock()`` reading.
+        eval_ratio: images scored after training (the test split by fit, validation and test by the
+            report) over the validation pass's own: ``(n_val + 2 n_test) / n_val``.
+        clock: seconds, ``time.perf_counter`` by default.
+    """
+
+    WARMUP = 3
+    TIMED = 5
+    AVERAGED = 5  # epochs: one epoch's seconds varied 7-11 s on the CI machine, their mean holds the plan steady
+
+    def __init__(self, ends_at: float, eval_ratio: float = 1.0, clock: Callable[[], float] | None = None):
+        super().__init__()
+        self.ends_at, self.eval_ratio, self.clock = ends_at, float(eval_ratio), clock or time.perf_counter
+        self.epochs_done = 0  # over the whole fit
+        self.planned: int | None = None  # the open phase's end, as last planned
+        self.stopped_early = False
+        self.val_seconds = 0.0
+        self.progbar = keras.callbacks.ProgbarLogger()
+        self._open = False
+
+    def phase(self, start: int, end: int, steps: int, open_end: bool, lr: float | None = None,
+              warmup: int = 0) -> list:
+        """The next ``model.fit``: a phase of epochs ``start..end-1`` (for an ``open_end`` one, the plan
+        until its pace is measured) with ``steps`` batches per epoch; ``lr``, its base rate, when this
+        callback drives its cosine, with ``warmup`` steps of warm-up. Returns the callbacks to pass
+        (this one, and the progress bar whose "Epoch 3/N" it keeps to the plan)."""
+        self.start, self.steps, self._open, self.lr, self.warmup = int(start), int(steps), open_end, lr, int(warmup)
+        if open_end and self.planned is None:
+            self.planned = self.progbar.epochs = int(end)
+        return [self.progbar, self]
+
+    @property
+    def finish_seconds(self) -> float:
+        return FINISH_FIXED + FINISH_PER_IMAGE * self.eval_ratio * self.val_seconds
+
+    def left(self) -> float:
+        return self.ends_at - self.clock() - self.finish_seconds
+
+    def on_train_begin(self, logs=None):
+        self._first, self._timed_from, self._batch_pace, self._timed = True, None, None, []
+        self._last_end = self.clock()
+        if self._open:  # set_params gave the progress bar model.fit's OPEN_END
+            self.progbar.epochs = self.planned
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._step = (epoch - self.start) * self.steps
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._open and self.lr is not None:
+            total = (self.planned - self.start) * self.steps
+            self.model.optimizer.learning_rate = cosine(self._step + batch, total, self.lr, self.warmup)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self._first:
+            return
+        if batch == self.WARMUP - 1:
+            self._timed_from = self.clock()
+        elif self._timed_from is not None and batch == self.WARMUP - 1 + self.TIMED:
+            self._batch_pace = (self.clock() - self._timed_from) / self.TIMED
+            rest = (self.steps - batch - 1) * self._batch_pace
+            self._plan(self._batch_pace * self.steps, left=self.left() - rest, done=self._epoch + 1)
+
+    def on_test_begin(self, logs=None):
+        self._test_from = self.clock()
+
+    def on_test_end(self, logs=None):
+        self.val_seconds = self.clock() - self._test_from
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        if self._first and self._batch_pace is not None:  # this epoch also traced; the next will not
+            per_epoch = self._batch_pace * self.steps + self.val_seconds
+        else:
+            self._timed.append(now - self._last_end)
+            per_epoch = sum(self._timed[-self.AVERAGED:]) / len(self._timed[-self.AVERAGED:])
+        self._first, self._last_end = False, now
+        self.epochs_done = epoch + 1
+        more = self._plan(per_epoch, left=self.left(), done=epoch + 1)
+        if more < 1 and self.model is not None:
+            self.model.stop_training = True
+            self.stopped_early = True
+            log.info("time budget: stopping after epoch %d (%.0f s per epoch, %.0f s left, %.0f s kept for the "
+                     "evaluation)", epoch + 1, per_epoch, max(self.ends_at - now, 0.0), self.finish_seconds)
+
+    def _plan(self, per_epoch: float, left: float, done: int) -> int:
+        """Epochs after ``done`` that ``left`` seconds hold at ``per_epoch``; the open phase's end re-planned."""
+        more = max(int(left // per_epoch), 0) if per_epoch > 0 else 0
+        if self._open:
+            planned = max(done + more, done)
+            if planned != self.planned:
+                log.info("time budget: %d epochs in all (%.1f s per epoch, %.0f s left)", planned, per_epoch,
+                         max(left, 0.0))
+            self.planned = self.progbar.epochs = planned
+        return more

@@ -1,0 +1,153 @@
+"""fit --time-budget: the epochs the time holds at the measured pace, a cosine planned over them, then stop."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from conftest import write_class_folder
+
+
+def test_the_budgets_cosine_is_keras_cosine_decay_with_and_without_warm_up():
+    import keras
+
+    from kclassify.training.time_budget import cosine
+
+    plain = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=100)
+    warm = keras.optimizers.schedules.CosineDecay(0.0, decay_steps=90, warmup_target=0.01, warmup_steps=10)
+    for step in (0, 5, 10, 37, 99, 100, 130):
+        assert cosine(step, 100, 0.01) == pytest.approx(float(plain(step)), abs=1e-7)
+        assert cosine(step, 100, 0.01, warmup=10) == pytest.approx(float(warm(step)), abs=1e-7)
+    assert cosine(50, 100, 0.01) == pytest.approx(0.005)  # half way: half the rate
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _model():
+    return SimpleNamespace(stop_training=False, optimizer=SimpleNamespace(learning_rate=None))
+
+
+def test_the_plan_follows_the_measured_pace_and_the_fit_stops_when_no_epoch_fits():
+    from kclassify.training.time_budget import FINISH_FIXED, FINISH_PER_IMAGE, TimeBudget
+
+    clock = _Clock()
+    budget = TimeBudget(ends_at=100.0, eval_ratio=2.0, clock=clock)
+    model = _model()
+    budget.set_model(model)
+    cbs = budget.phase(start=0, end=3, steps=10, open_end=True, lr=0.1)
+    assert cbs == [budget.progbar, budget] and budget.planned == 3  # the plan until timed: --epochs
+
+    def epoch(e, batch_seconds, val_seconds):
+        budget.on_epoch_begin(e)
+        for b in range(10):
+            budget.on_train_batch_begin(b)
+            clock.now += batch_seconds
+            budget.on_train_batch_end(b)
+        budget.on_test_begin()
+        clock.now += val_seconds
+        budget.on_test_end()
+        budget.on_epoch_end(e)
+
+    budget.on_train_begin()
+    budget.on_epoch_begin(0)
+    for b in range(8):  # 3 warm-up batches, then 5 timed: 1 s each
+        budget.on_train_batch_begin(b)
+        clock.now += 1.0 if b >= 3 else 4.0
+        budget.on_train_batch_end(b)
+    # at 17 s, 2 batches of 1 s to go; kept: 3 s (no validation timed yet); 100-17-3-2 = 78 s at 10 s per epoch
+    assert budget.planned == 1 + 7 and budget.progbar.epochs == 8
+    assert model.optimizer.learning_rate == pytest.approx(0.5 * 0.1 * (1 + math.cos(math.pi * 7 / 30)))  # step 7 of 3 epochs
+    for b in (8, 9):
+        budget.on_train_batch_begin(b)
+        clock.now += 1.0
+        budget.on_train_batch_end(b)
+    assert model.optimizer.learning_rate == pytest.approx(0.5 * 0.1 * (1 + math.cos(math.pi * 9 / 80)))  # of 8 now
+    budget.on_test_begin()
+    clock.now += 1.0
+    budget.on_test_end()
+    budget.on_epoch_end(0)  # 20 s; the first epoch judged by its batches: 10 x 1 + 1 s validation
+    finish = FINISH_FIXED + FINISH_PER_IMAGE * 2.0 * 1.0
+    assert budget.finish_seconds == finish == 11.0
+    assert budget.planned == 1 + int((100 - 20 - finish) // 11) == 7 and not model.stop_training
+    epoch(1, 2.0, 1.0)  # 21 s per epoch from now on: 41 s, 48 s left: 2 more
+    assert budget.planned == 4 and not model.stop_training
+    epoch(2, 2.0, 1.0)  # 62 s, 27 s left: 1 more
+    assert budget.planned == 4 and not model.stop_training
+    epoch(3, 2.0, 1.0)  # 83 s: 6 s left, no epoch of 21 s fits
+    assert model.stop_training and budget.stopped_early and budget.epochs_done == 4
+    assert model.optimizer.learning_rate == pytest.approx(0.5 * 0.1 * (1 + math.cos(math.pi * 39 / 40)))
+
+
+def test_a_closed_phase_keeps_its_schedule_but_is_stopped_by_the_budget_too():
+    from kclassify.training.time_budget import TimeBudget
+
+    clock = _Clock()
+    budget = TimeBudget(ends_at=40.0, clock=clock)
+    model = _model()
+    budget.set_model(model)
+    budget.phase(start=0, end=5, steps=10, open_end=False)  # a head phase: Keras' own schedule
+    budget.on_train_begin()
+    for e in range(2):
+        budget.on_epoch_begin(e)
+        for b in range(10):
+            budget.on_train_batch_begin(b)
+            clock.now += 1.5
+            budget.on_train_batch_end(b)
+        budget.on_epoch_end(e)
+    assert model.optimizer.learning_rate is None and budget.planned is None  # never set here
+    # 30 s: 40 - 30 - 3 kept = 7 s left, an epoch takes 15 s
+    assert model.stop_training and budget.epochs_done == 2
+
+
+@pytest.mark.slow
+def test_a_budgeted_fit_trains_the_epochs_its_time_holds_and_records_them(tmp_path, monkeypatch):
+    """A fake clock that ticks one second per training batch: 8 batches per epoch, 45 s, 3 s kept for the end."""
+    import keras
+
+    from kclassify import fit
+    from kclassify.training import time_budget
+
+    batches = {"n": 0}
+
+    class Tick(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            batches["n"] += 1
+
+    monkeypatch.setattr(time_budget, "time", SimpleNamespace(perf_counter=lambda: float(batches["n"])))
+    data = write_class_folder(tmp_path / "data", per_class=30)  # 72 training images: 9 batches of 8
+    result = fit(data=str(data), output=tmp_path / "run", verbose=0, image_size=16, batch_size=8, epochs=3,
+                 augment=0.0, seed=1, lr=3e-3, time_budget=45.0, started=0.0, callbacks=[Tick()])
+    # Epoch 1 is timed over its batches 4-8 (1 s each): at 8 s, 1 batch to go, 45 - 8 - 3 - 1 = 33 s hold
+    # 3 more epochs of 9 s (validation takes no time on this clock): 4 planned, the last batch of epoch 1
+    # already on a cosine of 36 steps. After epochs 2, 3, 4 (18, 27, 36 s): 24, 15, 6 s left; then stop.
+    history = (result.run_dir / "history.csv").read_text().splitlines()
+    epochs = len(history) - 1
+    info = json.loads((result.run_dir / "run.json").read_text())
+    config = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    kept = info["time_budget"]
+    assert epochs == 4 and kept == {"seconds": 45.0, "planned_epochs": 3, "epochs": 4}  # more than --epochs 3
+    assert config["train"]["epochs"] == 4  # fit --config retrains it without a budget
+    rates = [float(row.split(",")[history[0].split(",").index("learning_rate")]) for row in history[1:]]
+    total = 4 * 9
+    assert rates == pytest.approx([0.5 * 3e-3 * (1 + math.cos(math.pi * s / total)) for s in (8, 17, 26, 35)],
+                                  rel=1e-4)
+    assert result.metrics["test"]["accuracy"] > 0.9  # separable colours
+
+
+def test_a_multi_worker_fit_refuses_a_time_budget_before_it_trains(tmp_path):
+    from kclassify import fit
+    from kclassify.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not kept by a multi-worker fit.*--epochs"):
+        fit(data=str(tmp_path), strategy="multiworker", time_budget=60.0, output=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
