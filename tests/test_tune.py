@@ -435,8 +435,9 @@ def test_a_trials_clock_keeps_the_final_models_share_once_a_trial_can_be_retrain
         return t
 
     limit = KClassifyTuner.time_limit(tuner())
-    assert (limit.ends_at, limit.kept, limit.runs_after) == (1900.0, 450.0, 2)
-    assert KClassifyTuner.time_limit(tuner(kclassify_final_share=None)).kept == pytest.approx(135.0)
+    assert (limit.ends_at, limit.kept, limit.runs_after, limit.refit_own) == (1900.0, 450.0, 2, True)
+    without_share = KClassifyTuner.time_limit(tuner(kclassify_final_share=None))
+    assert without_share.kept == pytest.approx(135.0) and not without_share.refit_own  # a fixed-epoch retrain
     assert KClassifyTuner.time_limit(tuner(kclassify_then_fit="reuse", kclassify_final_share=None)).kept == \
         pytest.approx(135.0)  # the best stopped at rung 9 of 27: reuse retrains it
     best.status = "FAILED"  # only the running trial is left to rank: no clock
@@ -457,13 +458,13 @@ class _Clock:
         return self.now
 
 
-def _limit(ends_at, kept=0.0, runs=1, start=0, end=9, steps=10, refit_epochs=0):
+def _limit(ends_at, kept=0.0, runs=1, start=0, end=9, steps=10, refit_epochs=0, refit_own=False):
     from types import SimpleNamespace
 
     from kclassify.tuning.time_limit import TimeLimit
 
     clock = _Clock()
-    limit = TimeLimit(ends_at, kept=kept, runs=runs, clock=clock)
+    limit = TimeLimit(ends_at, kept=kept, runs=runs, clock=clock, refit_own=refit_own)
     limit.set_model(SimpleNamespace(stop_training=False, stop_evaluating=False))
     limit.begin(start, end, steps, refit_epochs)
     limit.on_train_begin()
@@ -530,6 +531,12 @@ def test_time_limit_counts_phases_executions_and_retraining_the_trial():
     assert limit.needed == pytest.approx(164.0 + 490.0) and limit.left == pytest.approx(234.0)
     limit, clock = _limit(300.0 + 490.0, kept=50.0, refit_epochs=27)  # the same with the time: runs on
     assert _drive(limit, clock, 0) == 10 and limit.needed is None
+    # With a final share the final fit is a budgeted fit: it must hold the trial's own 9 epochs (180 s),
+    # 130 s more than kept: 164 + 130 s needed, 234 s left; stopped, where 164 + 130 + 16 + 50 s run on.
+    limit, clock = _limit(300.0, kept=50.0, refit_epochs=27, refit_own=True)
+    assert _drive(limit, clock, 0) == 8 and limit.needed == pytest.approx(164.0 + 130.0)
+    limit, clock = _limit(360.0, kept=50.0, refit_epochs=27, refit_own=True)
+    assert _drive(limit, clock, 0) == 10 and limit.needed is None
 
 
 def test_a_continuation_that_cannot_fit_at_its_earlier_rungs_pace_is_not_started():
@@ -554,6 +561,15 @@ def test_a_continuation_that_cannot_fit_at_its_earlier_rungs_pace_is_not_started
         assert KClassifyTuner._rules_out(tuner, limit, trial, "001") is ruled_out
         if ruled_out:
             assert limit.reason() == "not started: needed ~400s more (with retraining it, were it the best), 399s left"
+    # With a final share, retraining it counts its own 27 epochs too (here all of them): the same.
+    limit = TimeLimit(449.0, kept=50.0, clock=lambda: 0.0, refit_own=True)
+    assert KClassifyTuner._rules_out(tuner, limit, trial, "001") is True and limit.needed == pytest.approx(400.0)
+    child.values["tuner/epochs"] = 18  # an 18-epoch top rung: 90 s of continuation, 180 - 50 s of retrain
+    limit = TimeLimit(449.0, kept=50.0, clock=lambda: 0.0, refit_own=True)
+    assert KClassifyTuner._rules_out(tuner, limit, trial, "001") is False
+    limit = TimeLimit(219.0, kept=50.0, clock=lambda: 0.0, refit_own=True)
+    assert KClassifyTuner._rules_out(tuner, limit, trial, "001") is True and limit.needed == pytest.approx(220.0)
+    child.values["tuner/epochs"] = 27
     tuner.trial_stats = {}  # the earlier rung was not measured: the clock decides once it runs
     assert KClassifyTuner._rules_out(tuner, TimeLimit(0.0, clock=lambda: 0.0), trial, "001") is False
 

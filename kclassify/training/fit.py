@@ -76,7 +76,7 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     clock_started = time.perf_counter() if started is None else started
     started = time.time()
     cfg = resolve(cfg)
-    if time_budget and cfg.train.strategy == "multiworker":
+    if time_budget and (cfg.train.strategy == "multiworker" or (cfg.train.strategy == "auto" and multiworker.cluster())):
         raise ConfigError("--time-budget is not kept by a multi-worker fit (each worker would stop on its own "
                           "clock, and the others wait for it forever): give --epochs instead.")
     strategy = select_strategy(cfg.train.strategy)  # first: MultiWorkerMirrored must precede other TF work

@@ -102,6 +102,8 @@ class TimeBudget(keras.callbacks.Callback):
             self.progbar.epochs = self.planned
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._open and self.planned <= epoch:  # resumed past the first plan: at least this epoch
+            self.planned = self.progbar.epochs = epoch + 1
         self._epoch = epoch
         self._step = (epoch - self.start) * self.steps
 

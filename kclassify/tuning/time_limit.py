@@ -33,9 +33,17 @@ class TimeLimit(keras.callbacks.Callback):
     finishing. ``needed`` holds those seconds when it stopped the trial (None: not stopped),
     ``left`` the seconds then left, and ``epoch`` the epoch it stopped in.
 
+    With ``refit_own`` (``tune --final-share``: the final fit is a ``fit --time-budget`` of the
+    time left, as many epochs as that holds) the retrain counted is the trial's own epochs, not
+    ``refit_epochs``: the final model must train at least as long as the trial that scored the
+    settings; asking for all ``--epochs`` stopped every 96 px trial on a slow day (a 27-epoch
+    retrain at 20 s per epoch is more than the 450 s kept), the setting that had paid most on a
+    fast one.
+
     Args:
         ends_at: the time budget's end, a ``clock()`` reading.
         kept: seconds the final model already has kept before ``ends_at``.
+        refit_own: count retraining the trial for its own epochs instead of ``refit_epochs``.
         runs: executions of the trial (KerasTuner's ``executions_per_trial``).
         clock: seconds, ``time.perf_counter`` by default.
     """
@@ -43,9 +51,11 @@ class TimeLimit(keras.callbacks.Callback):
     WARMUP = 3
     TIMED = 5
 
-    def __init__(self, ends_at: float, kept: float = 0.0, runs: int = 1, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, ends_at: float, kept: float = 0.0, runs: int = 1, clock: Callable[[], float] = time.perf_counter,
+                 refit_own: bool = False):
         super().__init__()
         self.ends_at, self.kept, self.runs_after, self.clock = ends_at, kept, int(runs), clock
+        self.refit_own = refit_own
         self.needed: float | None = None
         self.left: float | None = None
         self.epoch: int | None = None
@@ -57,7 +67,8 @@ class TimeLimit(keras.callbacks.Callback):
 
     def begin(self, start: int, end: int, steps: int, refit_epochs: int) -> None:
         """An execution of the trial: epochs ``start..end-1`` of ``steps`` batches; the final fit's ``refit_epochs``."""
-        self.start, self.end, self.steps, self.refit_epochs = int(start), int(end), int(steps), int(refit_epochs)
+        self.start, self.end, self.steps = int(start), int(end), int(steps)
+        self.refit_epochs = self.end if self.refit_own else int(refit_epochs)
         self.runs_after -= 1
 
     def reason(self) -> str:

@@ -70,7 +70,8 @@ class KClassifyTuner:
         per_epoch = seconds_per_epoch(self.trial_stats.get(parent, {}), parent_values, epochs)
         values = trial.hyperparameters.values
         to_run = int(values["tuner/epochs"]) - int(values.get("tuner/initial_epoch", 0))
-        return bool(per_epoch) and limit.rules_out(per_epoch, to_run, epochs)
+        refit = int(values["tuner/epochs"]) if limit.refit_own else epochs
+        return bool(per_epoch) and limit.rules_out(per_epoch, to_run, refit)
 
     def _penalty(self) -> dict:
         return {self.oracle.objective.name: infeasible_score(self.oracle, len(self.hypermodel.data.classes))}
@@ -166,7 +167,7 @@ class KClassifyTuner:
         if not best:
             return None
         return TimeLimit(self.kclassify_started + budget, kept=self.final_reserve(best[0]),
-                         runs=getattr(self, "executions_per_trial", 1))
+                         runs=getattr(self, "executions_per_trial", 1), refit_own=bool(self.kclassify_final_share))
 
     def refit_reserve(self, trial) -> float:
         """Seconds retraining ``trial``'s settings for all epochs will take, from its own seconds per epoch.
