@@ -95,7 +95,7 @@ def test_head_phase_freezes_and_finetune_keeps_batchnorm(image_folder, tmp_path,
 
 
 
-@pytest.mark.parametrize("stop", [1, 2])  # at the phase boundary, and inside fine-tuning
+@pytest.mark.parametrize("stop", [0, 1, 2])  # inside the head phase, at the phase boundary, inside fine-tuning
 def test_resume_across_the_phase_boundary(image_folder, tmp_path, pretrained, stop):
     from kclassify import fit
 

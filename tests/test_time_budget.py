@@ -45,7 +45,7 @@ def test_the_plan_follows_the_measured_pace_and_the_fit_stops_when_no_epoch_fits
     model = _model()
     budget.set_model(model)
     cbs = budget.phase(start=0, end=3, steps=10, open_end=True, lr=0.1)
-    assert cbs == [budget.progbar, budget] and budget.planned == 3  # the plan until timed: --epochs
+    assert cbs == [budget, budget.progbar] and budget.planned == 3  # the plan until timed: --epochs
 
     def epoch(e, batch_seconds, val_seconds):
         budget.on_epoch_begin(e)
@@ -151,3 +151,39 @@ def test_a_multi_worker_fit_refuses_a_time_budget_before_it_trains(tmp_path):
     with pytest.raises(ConfigError, match="not kept by a multi-worker fit.*--epochs"):
         fit(data=str(tmp_path), strategy="multiworker", time_budget=60.0, output=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("seconds", [0.0, -5.0])
+def test_a_time_budget_must_be_some_time(tmp_path, seconds):
+    from kclassify import fit
+    from kclassify.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="more than 0"):
+        fit(data=str(tmp_path), time_budget=seconds, output=tmp_path / "run")
+
+
+def test_a_budgeted_runs_config_retrains_the_phases_it_trained(tmp_path):
+    """config.yaml after a budget: the epochs trained, and the head phase as it ran (the whole run when it
+    was the only phase), so that fit --config plans the same phases without the budget."""
+    from kclassify.config import Config, from_yaml_file
+    from kclassify.runs import RunFolder, write_json
+    from kclassify.training.finetune import Phase, plan_phases
+    from kclassify.training.fit import _budgeted_settings
+
+    cases = [  # planned phases, epochs trained -> the phases a retrain plans
+        ([Phase("head", 0, 3, 1.0), Phase("finetune", 3, 12, 0.1)], 30, [("head", 0, 3), ("finetune", 3, 30)]),
+        ([Phase("head", 0, 5, 1.0)], 12, [("head", 0, 12)]),
+        ([Phase("train", 0, 20, 1.0)], 7, [("train", 0, 7)]),
+    ]
+    for i, (planned, trained, phases) in enumerate(cases):
+        run = RunFolder(tmp_path / f"run{i}")
+        run.root.mkdir()
+        write_json(run.run_json, {"status": "finished"})
+        weights = "none" if planned[0].name == "train" else "imagenet"
+        cfg = Config().replace(weights=weights, epochs=planned[-1].end,
+                               head_epochs=5 if len(planned) == 1 and weights != "none" else None)
+        _budgeted_settings(run, cfg, SimpleNamespace(phases=planned), trained, 60.0)
+        again = from_yaml_file(run.config)
+        assert [(p.name, p.start, p.end) for p in plan_phases(again)] == phases
+        assert json.loads(run.run_json.read_text())["time_budget"] == {
+            "seconds": 60.0, "planned_epochs": planned[-1].end, "epochs": trained}

@@ -76,6 +76,9 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     clock_started = time.perf_counter() if started is None else started
     started = time.time()
     cfg = resolve(cfg)
+    if time_budget is not None and time_budget <= 0:
+        raise ConfigError(f"--time-budget is the seconds the fit may take, more than 0; received {time_budget}. "
+                          "Give a duration like 90s, 30m or 2h, or leave it out to train for --epochs.")
     if time_budget and (cfg.train.strategy == "multiworker" or (cfg.train.strategy == "auto" and multiworker.cluster())):
         raise ConfigError("--time-budget is not kept by a multi-worker fit (each worker would stop on its own "
                           "clock, and the others wait for it forever): give --epochs instead.")
@@ -93,14 +96,14 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     with precision(cfg.train.mixed_precision), strategy.scope():
         model = build_model(recipe)
         history, throughput = _train(model, recipe, run, list(callbacks), verbose, strategy, chief_run, budget)
-    if budget:
-        cfg = _budgeted_settings(run, cfg, recipe, budget.epochs_done, time_budget)
     if run is not chief_run:  # a worker: the chief evaluates and saves
         shutil.rmtree(run.root, ignore_errors=True)
         return FitResult(chief_run.root, model, history, {})
     model = _best_model(run, model)
     metrics = _evaluate_test(model, data)
     _write_run_end(run, model, metrics, throughput, started, data)
+    if budget:  # once complete: a run killed before this resumes against its own (planned) settings
+        _budgeted_settings(run, cfg, recipe, budget.epochs_done, time_budget)
     log.info("run folder: %s  test accuracy: %s", run.root,
              f"{metrics['test']['accuracy']:.4f}" if metrics["test"] else "n/a (no test split)")
     return FitResult(run.root, model, history, metrics)
@@ -223,16 +226,17 @@ def _time_budget(ends_at: float, data: PreparedData) -> TimeBudget:
     return TimeBudget(ends_at, eval_ratio=(n_val + 2 * n_test) / max(n_val, 1))
 
 
-def _budgeted_settings(run: RunFolder, cfg: Config, recipe: Recipe, epochs: int, seconds: float) -> Config:
-    """The settings that retrain a budgeted run without its budget: the epochs it trained (and the head
-    phase it had); config.yaml says so, run.json keeps the budget."""
-    head = recipe.phases[0].end if len(recipe.phases) > 1 else cfg.train.head_epochs
+def _budgeted_settings(run: RunFolder, cfg: Config, recipe: Recipe, epochs: int, seconds: float) -> None:
+    """Write the settings that retrain a budgeted run without its budget into config.yaml: the epochs it
+    trained and the head phase it had (all of them when the head phase was the only one); run.json keeps
+    the budget."""
+    phases = recipe.phases  # as planned, before the last one was opened
+    head = phases[0].end if len(phases) > 1 else (epochs if phases[0].name == "head" else cfg.train.head_epochs)
     trained = cfg.replace(epochs=max(epochs, 1), head_epochs=head)
     run.config.write_text(config_mod.to_yaml(trained))
     info = run.read_json(run.run_json)
     info["time_budget"] = {"seconds": round(seconds, 1), "planned_epochs": cfg.train.epochs, "epochs": epochs}
     write_json(run.run_json, info)
-    return trained
 
 
 def _open_phase(recipe: Recipe) -> Recipe:

@@ -178,6 +178,10 @@ def keras_fit(recipe: Recipe, callbacks: Callable[[Phase], list], verbose="auto"
     """A :data:`PhaseFit` running ``model.fit`` on the recipe's data with ``callbacks(phase)``."""
 
     def run(model, phase: Phase, first: int, last: int) -> dict:
+        # BackupAndRestore sets model._initial_epoch when it restores, and Keras' fit prefers it to
+        # initial_epoch ever after: a run resumed inside the head phase started fine-tuning at the
+        # head's resumed epoch (trained twice). Each phase's fit starts clean; its backup sets it anew.
+        model._initial_epoch = None
         return model.fit(
             recipe.datasets["train"], validation_data=recipe.datasets.get("val"), initial_epoch=first,
             epochs=last, callbacks=callbacks(phase), class_weight=recipe.class_weight,
