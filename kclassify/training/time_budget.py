@@ -42,7 +42,31 @@ def cosine(step: int, total: int, lr: float, warmup: int = 0) -> float:
     return 0.5 * lr * (1 + math.cos(math.pi * min(step - warmup, span) / span))
 
 
-class TimeBudget(keras.callbacks.Callback):
+class FirstEpochPace(keras.callbacks.Callback):
+    """Times a ``model.fit``'s first epoch over ``TIMED`` batches after ``WARMUP`` (the step function is
+    traced in the first ones) and calls :meth:`timed` once with the seconds per batch and the rest of
+    the epoch's. Subclasses set ``clock`` and ``steps`` and clear ``_first`` when that epoch ends."""
+
+    WARMUP = 3
+    TIMED = 5
+
+    def on_train_begin(self, logs=None):
+        self._first, self._timed_from = True, None  # a new model.fit (a phase): another step function, another pace
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self._first:
+            return
+        if batch == self.WARMUP - 1:
+            self._timed_from = self.clock()
+        elif self._timed_from is not None and batch == self.WARMUP - 1 + self.TIMED:
+            pace = (self.clock() - self._timed_from) / self.TIMED
+            self.timed(pace, rest=(self.steps - batch - 1) * pace)
+
+    def timed(self, pace: float, rest: float) -> None:
+        raise NotImplementedError
+
+
+class TimeBudget(FirstEpochPace):
     """Stops a fit whose next epoch would not end, with its evaluation after it, by ``ends_at``.
 
     One for a whole fit, passed to each phase's ``model.fit``; :meth:`phase` tells it which
@@ -64,8 +88,6 @@ class TimeBudget(keras.callbacks.Callback):
         clock: seconds, ``time.perf_counter`` by default.
     """
 
-    WARMUP = 3
-    TIMED = 5
     AVERAGED = 5  # epochs: one epoch's seconds varied 7-11 s on the CI machine, their mean holds the plan steady
 
     def __init__(self, ends_at: float, eval_ratio: float = 1.0, clock: Callable[[], float] | None = None):
@@ -97,7 +119,8 @@ class TimeBudget(keras.callbacks.Callback):
         return self.ends_at - self.clock() - self.finish_seconds
 
     def on_train_begin(self, logs=None):
-        self._first, self._timed_from, self._batch_pace, self._timed = True, None, None, []
+        super().on_train_begin(logs)
+        self._batch_pace, self._timed = None, []
         self._last_end = self.clock()
         if self._open:  # set_params gave the progress bar model.fit's OPEN_END
             self.progbar.epochs = self.planned
@@ -114,15 +137,9 @@ class TimeBudget(keras.callbacks.Callback):
             warmup = min(self.warmup, total - 1)  # as Keras' CosineDecay: a short plan still decays
             self.model.optimizer.learning_rate = cosine(self._step + batch, total, self.lr, warmup)
 
-    def on_train_batch_end(self, batch, logs=None):
-        if not self._first:
-            return
-        if batch == self.WARMUP - 1:
-            self._timed_from = self.clock()
-        elif self._timed_from is not None and batch == self.WARMUP - 1 + self.TIMED:
-            self._batch_pace = (self.clock() - self._timed_from) / self.TIMED
-            rest = (self.steps - batch - 1) * self._batch_pace
-            self._plan(self._batch_pace * self.steps, left=self.left() - rest, done=self._epoch + 1)
+    def timed(self, pace: float, rest: float) -> None:
+        self._batch_pace = pace
+        self._plan(pace * self.steps, left=self.left() - rest, done=self._epoch + 1)
 
     def on_test_begin(self, logs=None):
         self._test_from = self.clock()

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import keras
+from ..training.time_budget import FirstEpochPace
 
 
-class TimeLimit(keras.callbacks.Callback):
+class TimeLimit(FirstEpochPace):
     """Stops a trial that would not end, with its final model's time still ahead, by ``ends_at``.
 
     One per trial, passed to every ``model.fit`` of it (phases, executions); :meth:`begin` tells
@@ -48,9 +48,6 @@ class TimeLimit(keras.callbacks.Callback):
         clock: seconds, ``time.perf_counter`` by default.
     """
 
-    WARMUP = 3
-    TIMED = 5
-
     def __init__(self, ends_at: float, kept: float = 0.0, runs: int = 1, clock: Callable[[], float] = time.perf_counter,
                  refit_own: bool = False):
         super().__init__()
@@ -80,20 +77,11 @@ class TimeLimit(keras.callbacks.Callback):
         whether its ``epochs`` (per execution) and its retrain cannot fit. Sets ``needed`` and ``left`` if so."""
         return self._over(per_epoch, self.runs_after * epochs, refit_epochs)
 
-    def on_train_begin(self, logs=None):
-        self._first = True  # a new model.fit (a phase): another step function, another pace
-
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self._epoch_started, self._timed_from = epoch, self.clock(), None
+        self.epoch, self._epoch_started = epoch, self.clock()
 
-    def on_train_batch_end(self, batch, logs=None):
-        if not self._first:
-            return
-        if batch == self.WARMUP - 1:
-            self._timed_from = self.clock()
-        elif self._timed_from is not None and batch == self.WARMUP - 1 + self.TIMED:
-            pace = (self.clock() - self._timed_from) / self.TIMED
-            self._check(self.steps * pace, rest_of_epoch=(self.steps - batch - 1) * pace)
+    def timed(self, pace: float, rest: float) -> None:
+        self._check(self.steps * pace, rest_of_epoch=rest)
 
     def on_epoch_end(self, epoch, logs=None):
         if self._first:
