@@ -134,7 +134,9 @@ class TrainConfig:
         "a fraction (0.3) or a layer name"
     )
     finetune_lr_factor: float = _opt(0.1, "fine-tuning learning rate = lr x this", low=0.0, high=10.0)
-    mixed_precision: bool = _opt(False, "float16 compute on GPU (bfloat16 on CPU), float32 output")
+    mixed_precision: bool | None = _opt(
+        None, "compute in float16 on GPU, bfloat16 on CPU, with float32 output and saved model (default: on "
+        "where no GPU is visible and the CPU has AMX bfloat16 units, 1.7x faster training measured; off elsewhere)")
     seed: int = _opt(42, "seed for split, shuffling, augmentation and initialisation")
     deterministic: bool = _opt(False, "enable TensorFlow op determinism (slower)")
     strategy: str = _opt("auto", "tf.distribute strategy", STRATEGIES)

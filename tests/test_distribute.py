@@ -32,19 +32,76 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
     assert (tmp_path / "run" / "model.keras").is_file()
 
 
-def test_mixed_precision_keeps_a_float32_output(image_folder, tmp_path):
+def test_mixed_precision_trains_in_bfloat16_and_saves_a_float32_model(image_folder, tmp_path):
     import keras
 
     from kclassify import fit
+    from kclassify.inference import load_predictor
+
+    seen = []
+
+    class Policy(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(self.model.get_layer("small_cnn").get_layer("stem_conv").dtype_policy.compute_dtype)
 
     result = fit(data=str(image_folder), output=tmp_path / "run", mixed_precision=True, epochs=1,
-                 image_size=16, batch_size=8, verbose=0)
+                 image_size=16, batch_size=8, verbose=0, callbacks=[Policy()])
+    assert seen == ["bfloat16"]  # trained in bfloat16 (no GPU here) ...
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the fit
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["precision"] == "mixed_bfloat16"
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
-    assert model.get_layer("predictions").dtype_policy.name == "float32"
-    assert model.get_layer("small_cnn").get_layer("stem_conv").dtype_policy.compute_dtype == "bfloat16"
-    probs = model.predict(np.zeros((1, 16, 16, 3), "float32"), verbose=0)
-    assert probs.dtype == np.float32 and np.isfinite(result.metrics["test"]["loss"])
+    # ... and saved computing in float32, with the trained weights: the saved model's test scores are fit's
+    assert {layer.dtype_policy.compute_dtype for layer in _layers(model)} == {"float32"}
+    rows = [r.split(",") for r in (tmp_path / "run" / "split.csv").read_text().splitlines()[1:]]
+    test = [(image_folder / path, label) for path, label, split in rows if split == "test"]
+    predictor = load_predictor(tmp_path / "run")
+    predicted = predictor.predict_files([p for p, _ in test])
+    accuracy = np.mean([predictor.labels[r.probabilities.argmax()] == label for r, (_, label) in zip(predicted, test)])
+    assert accuracy == pytest.approx(result.metrics["test"]["accuracy"], abs=1e-9)
+
+
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        yield from _layers(layer) if hasattr(layer, "layers") else ()
+
+
+def test_float32_model_keeps_the_weights_and_nearly_the_outputs():
+    import keras
+
+    from kclassify.models.build import adapt_preprocessing, build_classifier, float32_model
+
+    x = np.random.default_rng(0).uniform(100, 160, (8, 32, 32, 3)).astype("float32")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = build_classifier("small_cnn", 3, 32)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert adapt_preprocessing(mixed, x)  # the normalisation's mean ~130 lives in variables: copied too
+    plain = float32_model(mixed)
+    assert {layer.dtype_policy.compute_dtype for layer in _layers(plain)} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(mixed.get_weights(), plain.get_weights()))
+    a, b = mixed.predict(x, verbose=0), plain.predict(x, verbose=0)
+    assert 0 < np.abs(a - b).max() < 0.02  # bfloat16 keeps ~3 significant digits; float32 differs a little
+    assert float32_model(plain) is plain
+
+
+@pytest.mark.parametrize("gpu, amx, setting, policy", [
+    (False, True, None, "mixed_bfloat16"),  # auto: a CPU with AMX
+    (False, False, None, "float32"),  # auto: bfloat16 would be emulated
+    (True, True, None, "float32"),  # auto on a GPU: float16 is opt-in
+    (True, False, True, "mixed_float16"),
+    (False, False, True, "mixed_bfloat16"),
+    (False, True, False, "float32"),
+])
+def test_mixed_precision_auto_picks_bfloat16_only_on_a_cpu_with_amx(monkeypatch, gpu, amx, setting, policy):
+    import tensorflow as tf
+
+    from kclassify.training import recipe
+
+    monkeypatch.setattr(recipe, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["gpu:0"] if gpu and kind == "GPU" else [])
+    assert recipe.policy_for(setting) == policy
 
 
 def _free_ports(n):

@@ -30,7 +30,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             choices = backbone_names() if name == "backbone" else meta.get("choices")
             # a help text that explains its own default ("default: the backbone's") keeps it
             help_ = meta["help"] if "(default:" in meta["help"] else f"{meta['help']} (default: {f.default})"
-            if f.type in ("bool", bool):
+            if f.type in ("bool", bool, "bool | None"):
                 group.add_argument(flag, action=argparse.BooleanOptionalAction,
                                    default=argparse.SUPPRESS, help=help_)
             else:

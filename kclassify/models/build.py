@@ -182,6 +182,43 @@ def build_classifier(
     return keras.Model(inputs, outputs, name=f"kclassify_{spec.name}")
 
 
+def float32_model(model):
+    """``model`` computing in float32 throughout, with the same weights; ``model`` itself if it does.
+
+    A mixed-precision model keeps its variables in float32 and computes in bfloat16 or
+    float16; the copy the run folder saves computes in float32, so the saved model, its
+    SavedModel and TFLite exports and every later score run the same arithmetic on any
+    machine (bfloat16 is emulated, and slow, on CPUs without it). The copy is not compiled.
+    """
+    import keras
+
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(model)):
+        return model
+
+    def plain(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            # a nested model's input is declared in the compute dtype the outer layers hand it
+            return {k: "float32" if k == "dtype" and v in ("bfloat16", "float16") else plain(v)
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [plain(v) for v in node]
+        return node
+
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")  # layers that name no dtype take the global one
+    try:
+        copy = model.__class__.from_config(plain(model.get_config()))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    for layer in _all_layers(copy):  # e.g. an adapted Normalization derives its mean from its variables here
+        if hasattr(layer, "finalize_state"):
+            layer.finalize_state()
+    return copy
+
+
 def _all_layers(model):
     """Every layer of a model, nested models' layers included."""
     for layer in model.layers:

@@ -20,11 +20,12 @@ from ..config import Config
 from ..data import PreparedData, prepare_data, recommended_settings, write_split
 from ..data.pipeline import cache_target, decoded
 from ..errors import ConfigError, RunFolderError
+from ..models.build import float32_model
 from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, write_excluded, write_json
 from . import multiworker
 from .callbacks import monitor_mode, standard_callbacks, truncate_history
 from .losses import build_loss
-from .recipe import Recipe, build_model, keras_fit, make_recipe, precision, resolve, seed_everything, train
+from .recipe import Recipe, build_model, keras_fit, make_recipe, policy_for, precision, resolve, seed_everything, train
 from .strategy import select_strategy
 from .time_budget import OPEN_END, TimeBudget
 
@@ -99,7 +100,7 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     if run is not chief_run:  # a worker: the chief evaluates and saves
         shutil.rmtree(run.root, ignore_errors=True)
         return FitResult(chief_run.root, model, history, {})
-    model = _best_model(run, model)
+    model = float32_model(_best_model(run, model))
     metrics = _evaluate_test(model, data)
     _write_run_end(run, model, metrics, throughput, started, data)
     if budget:  # once complete: a run killed before this resumes against its own (planned) settings
@@ -118,6 +119,7 @@ def save_run(model, cfg: Config, data: PreparedData, output: str | Path, *, star
     run = RunFolder(Path(output))
     _open_run_folder(run, cfg)
     _write_run_start(run, cfg, data, started)
+    model = float32_model(model)
     metrics = _evaluate_test(model, data)
     _write_run_end(run, model, metrics, [], started, data, **info)
     return FitResult(run.root, model, {}, metrics)
@@ -176,6 +178,7 @@ def _run_info(cfg: Config, data: PreparedData, started: float, **extra) -> dict[
         "versions": versions(),
         "host": host(),
         "seed": cfg.train.seed,
+        "precision": policy_for(cfg.train.mixed_precision),  # what --mixed-precision (auto: None) trained with
         "data": {
             "source": cfg.data.data,
             "kind": data.source.kind,

@@ -99,14 +99,42 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-@contextlib.contextmanager
-def precision(mixed: bool):
-    """Mixed precision while a model is built: float16 on GPU, bfloat16 on CPU."""
+def cpu_has_amx() -> bool:
+    """Whether this CPU multiplies bfloat16 in AMX tiles (Intel Sapphire Rapids and later; Linux flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
+def policy_for(mixed: bool | None) -> str:
+    """The Keras dtype policy of ``--mixed-precision``: on, off, or None (auto).
+
+    Auto computes in bfloat16 only where it was measured to pay: a CPU with AMX and no GPU.
+    There, oneDNN trains small_cnn 1.7x faster (intel_scenes, 2 cores, the model alone: 64 px
+    7.7 -> 4.3 s per epoch, 96 px 15.4 -> 9.3 s; whole 30-epoch fits 1.2-1.4x, the augmentation
+    sharing the cores) with scores equal within their noise (two splits: validation accuracy
+    0.787/0.787 and 0.820/0.816, test loss 0.540/0.540 and 0.557/0.580, bfloat16 first).
+    Elsewhere bfloat16 is emulated (slower than float32); on a GPU float16 stays opt-in until
+    it is measured there.
+    """
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    if mixed is None:
+        mixed = not gpu and cpu_has_amx()
     if not mixed:
+        return "float32"
+    return "mixed_float16" if gpu else "mixed_bfloat16"
+
+
+@contextlib.contextmanager
+def precision(mixed: bool | None):
+    """The dtype policy of ``--mixed-precision`` (see :func:`policy_for`) while a model is built."""
+    policy = policy_for(mixed)
+    previous = keras.mixed_precision.global_policy().name
+    if policy == previous:
         yield
         return
-    previous = keras.mixed_precision.global_policy().name
-    policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
     keras.mixed_precision.set_global_policy(policy)
     log.info("mixed precision: %s", policy)
     try:
