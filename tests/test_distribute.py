@@ -44,11 +44,14 @@ def test_mixed_precision_trains_in_bfloat16_and_saves_a_float32_model(image_fold
         def on_train_begin(self, logs=None):
             seen.append(self.model.get_layer("small_cnn").get_layer("stem_conv").dtype_policy.compute_dtype)
 
+    import tensorflow as tf
+
+    half = "float16" if tf.config.list_logical_devices("GPU") else "bfloat16"
     result = fit(data=str(image_folder), output=tmp_path / "run", mixed_precision=True, epochs=1,
                  image_size=16, batch_size=8, verbose=0, callbacks=[Policy()])
-    assert seen == ["bfloat16"]  # trained in bfloat16 (no GPU here) ...
+    assert seen == [half]  # trained in bfloat16 on a CPU ...
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the fit
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["precision"] == "mixed_bfloat16"
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["precision"] == f"mixed_{half}"
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
     # ... and saved computing in float32, with the trained weights: the saved model's test scores are fit's
     assert {layer.dtype_policy.compute_dtype for layer in _layers(model)} == {"float32"}
@@ -86,6 +89,56 @@ def test_float32_model_keeps_the_weights_and_nearly_the_outputs():
     assert float32_model(plain) is plain
 
 
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_small", pytest.param("efficientnet_b0", marks=pytest.mark.slow)])
+def test_float32_model_of_a_nested_application_is_that_model_built_in_float32(backbone):
+    """keras.applications nest a Functional backbone with its own Rescaling/Normalization: all of it is copied."""
+    import keras
+
+    from kclassify.models.build import build_classifier, float32_model
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = build_classifier(backbone, 3, 32)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    rng = np.random.default_rng(1)
+    mixed.set_weights([w + rng.normal(0, 0.01, w.shape).astype(w.dtype) for w in mixed.get_weights()])
+    reference = build_classifier(backbone, 3, 32)
+    reference.set_weights(mixed.get_weights())
+    plain = float32_model(mixed)
+    assert {layer.dtype_policy.compute_dtype for layer in _layers(plain)} == {"float32"}
+    assert [w.path for w in plain.weights] == [w.path for w in mixed.weights]
+    x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(plain.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-6)
+
+
+def test_auto_precision_is_resolved_once_and_a_resumed_run_keeps_what_it_started_with(tmp_path):
+    from kclassify.config import build_config, to_yaml
+    from kclassify.training import recipe
+
+    auto = build_config({"mixed_precision": "auto"})
+    assert auto.train.mixed_precision is None  # "auto" names the default
+    here = recipe.policy_for(None) != "float32"
+    assert recipe.resolve_precision(auto).train.mixed_precision is here
+    started = tmp_path / "config.yaml"
+    started.write_text(to_yaml(build_config({"mixed_precision": not here})))  # e.g. a run from before auto
+    assert recipe.resolve_precision(auto, started).train.mixed_precision is (not here)
+    assert recipe.resolve_precision(auto, tmp_path / "missing.yaml").train.mixed_precision is here
+    explicit = build_config({"mixed_precision": here})
+    assert recipe.resolve_precision(explicit, started).train.mixed_precision is here  # a flag given wins
+
+
+def test_a_search_resolves_auto_precision_into_its_base_settings(tmp_path):
+    from kclassify.config import build_config, to_yaml
+    from kclassify.training.recipe import policy_for
+    from kclassify.tuning.tune import BASE_SETTINGS, base_settings
+
+    here = policy_for(None) != "float32"
+    assert base_settings(tmp_path, build_config({})).train.mixed_precision is here
+    (tmp_path / BASE_SETTINGS).write_text(to_yaml(build_config({"mixed_precision": not here})))
+    assert base_settings(tmp_path, build_config({})).train.mixed_precision is (not here)  # resumed: as it began
+
+
 @pytest.mark.parametrize("gpu, amx, setting, policy", [
     (False, True, None, "mixed_bfloat16"),  # auto: a CPU with AMX
     (False, False, None, "float32"),  # auto: bfloat16 would be emulated
@@ -100,8 +153,12 @@ def test_mixed_precision_auto_picks_bfloat16_only_on_a_cpu_with_amx(monkeypatch,
     from kclassify.training import recipe
 
     monkeypatch.setattr(recipe, "cpu_has_amx", lambda: amx)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["gpu:0"] if gpu and kind == "GPU" else [])
     assert recipe.policy_for(setting) == policy
+    if policy == "mixed_bfloat16" and setting is None:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # bfloat16 without oneDNN: slow kernels
+        assert recipe.policy_for(None) == "float32"
 
 
 def _free_ports(n):

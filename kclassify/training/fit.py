@@ -25,7 +25,8 @@ from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, wr
 from . import multiworker
 from .callbacks import monitor_mode, standard_callbacks, truncate_history
 from .losses import build_loss
-from .recipe import Recipe, build_model, keras_fit, make_recipe, policy_for, precision, resolve, seed_everything, train
+from .recipe import (Recipe, build_model, keras_fit, make_recipe, policy_for, precision, resolve,
+                     resolve_precision, seed_everything, train)
 from .strategy import select_strategy
 from .time_budget import OPEN_END, TimeBudget
 
@@ -34,6 +35,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FitResult:
+    """What a fit made: its run folder, the model it saved, the per-epoch history, the test metrics.
+
+    ``model`` is the saved model (the best epoch's weights): the trained, compiled model, or, when it
+    trained in mixed precision, its float32 copy, which is not compiled (``compile`` it to call
+    ``evaluate``; ``predict`` needs nothing).
+    """
+
     run_dir: Path
     model: Any
     history: dict[str, list[float]]
@@ -87,6 +95,7 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     chief_run = RunFolder(Path(output) if output else DEFAULT_ROOT / default_run_name(cfg.data.data))
     # Only the chief writes the run folder; other workers write into a temporary one.
     run = chief_run if multiworker.is_chief() else RunFolder(Path(tempfile.mkdtemp(prefix="kclassify-")))
+    cfg = resolve_precision(cfg, run.config if run.is_started() and not run.is_complete() else None)
     resuming = _open_run_folder(run, cfg)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = _prepare(cfg, run, resuming)
@@ -117,6 +126,7 @@ def save_run(model, cfg: Config, data: PreparedData, output: str | Path, *, star
     ``info`` added) but no history.csv or checkpoints, so every later command takes it as a fit's.
     """
     run = RunFolder(Path(output))
+    cfg = resolve_precision(cfg)
     _open_run_folder(run, cfg)
     _write_run_start(run, cfg, data, started)
     model = float32_model(model)
@@ -178,7 +188,7 @@ def _run_info(cfg: Config, data: PreparedData, started: float, **extra) -> dict[
         "versions": versions(),
         "host": host(),
         "seed": cfg.train.seed,
-        "precision": policy_for(cfg.train.mixed_precision),  # what --mixed-precision (auto: None) trained with
+        "precision": policy_for(cfg.train.mixed_precision),  # the dtype policy --mixed-precision trained with
         "data": {
             "source": cfg.data.data,
             "kind": data.source.kind,

@@ -23,6 +23,7 @@ from ..config import Config
 from ..data import prepare_data, write_split
 from ..errors import ConfigError
 from ..runs import DEFAULT_ROOT, default_run_name
+from ..training.recipe import resolve_precision
 from .budget import Budget, check_final_share, check_time_budget
 from .distributed import configure_distributed
 from .hypermodel import ClassifierHyperModel
@@ -81,6 +82,7 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     split_file = folder / "split.csv"
     if distributed != "worker":
         _check_base_settings(folder, base)
+    base = resolve_precision(base, folder / BASE_SETTINGS)  # every trial trains as the search's first did
     data = prepare_data(d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=base.train.seed,
                         split_file=split_file if split_file.is_file() else d.split_file, min_images=d.min_images)
     if distributed != "worker":
@@ -111,8 +113,9 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
 
 
 def base_settings(folder: Path, base: Config) -> Config:
-    """The settings every trial starts from, with the search's own split (what ``config.yaml`` holds)."""
-    return base.replace(split_file=str((folder / "split.csv").resolve()))
+    """The settings every trial starts from, with the search's own split and the precision it started
+    with (``--mixed-precision`` auto resolved once per search: what ``config.yaml`` holds)."""
+    return resolve_precision(base, folder / BASE_SETTINGS).replace(split_file=str((folder / "split.csv").resolve()))
 
 
 def _check_base_settings(folder: Path, base: Config) -> None:
