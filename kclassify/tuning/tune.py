@@ -80,9 +80,9 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     folder.mkdir(parents=True, exist_ok=True)
     d = base.data
     split_file = folder / "split.csv"
+    base = resolve_precision(base, folder / BASE_SETTINGS)  # once per search: every trial trains as the first did
     if distributed != "worker":
         _check_base_settings(folder, base)
-    base = resolve_precision(base, folder / BASE_SETTINGS)  # every trial trains as the search's first did
     data = prepare_data(d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=base.train.seed,
                         split_file=split_file if split_file.is_file() else d.split_file, min_images=d.min_images)
     if distributed != "worker":
