@@ -88,6 +88,29 @@ def test_the_plan_follows_the_measured_pace_and_the_fit_stops_when_no_epoch_fits
     assert model.optimizer.learning_rate == pytest.approx(0.5 * 0.1 * (1 + math.cos(math.pi * 39 / 40)))
 
 
+def test_without_a_validation_split_the_finish_is_planned_from_the_training_epochs_seconds():
+    """No validation pass to time: the images scored after training cost PASS_PER_TRAIN of a training image."""
+    from kclassify.training.time_budget import FINISH_FIXED, FINISH_PER_IMAGE, PASS_PER_TRAIN, TimeBudget
+
+    clock = _Clock()
+    budget = TimeBudget(ends_at=200.0, eval_ratio=40.0, train_ratio=0.5, clock=clock)  # 2 x 10 test / 40 train
+    model = _model()
+    budget.set_model(model)
+    budget.phase(start=0, end=3, steps=10, open_end=True)
+    budget.on_train_begin()
+    for e in range(2):
+        budget.on_epoch_begin(e)
+        for b in range(10):
+            budget.on_train_batch_begin(b)
+            clock.now += 2.0
+            budget.on_train_batch_end(b)
+        budget.on_epoch_end(e)  # no on_test_*: Keras runs none without validation data
+    finish = FINISH_FIXED + FINISH_PER_IMAGE * 0.5 * PASS_PER_TRAIN * 20.0  # not eval_ratio x 0 s
+    assert budget.train_seconds == 20.0 and budget.finish_seconds == pytest.approx(finish)
+    assert finish > FINISH_FIXED + 1.0  # the test split's scoring is planned for
+    assert budget.planned == 2 + int((200 - 40 - finish) // 20)
+
+
 def test_a_closed_phase_keeps_its_schedule_but_is_stopped_by_the_budget_too():
     from kclassify.training.time_budget import TimeBudget
 

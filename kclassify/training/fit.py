@@ -235,8 +235,9 @@ def _cached_images(cfg: Config, data: PreparedData, run: RunFolder):
 
 
 def _time_budget(ends_at: float, data: PreparedData) -> TimeBudget:
-    n_val, n_test = (len(data.subset(s)[0]) for s in ("val", "test"))
-    return TimeBudget(ends_at, eval_ratio=(n_val + 2 * n_test) / max(n_val, 1))
+    n_train, n_val, n_test = (len(data.subset(s)[0]) for s in ("train", "val", "test"))
+    return TimeBudget(ends_at, eval_ratio=(n_val + 2 * n_test) / max(n_val, 1),
+                      train_ratio=0.0 if n_val else 2 * n_test / max(n_train, 1))
 
 
 def _budgeted_settings(run: RunFolder, cfg: Config, recipe: Recipe, epochs: int, seconds: float) -> None:
