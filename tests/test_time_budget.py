@@ -37,6 +37,20 @@ def _model():
     return SimpleNamespace(stop_training=False, optimizer=SimpleNamespace(learning_rate=None))
 
 
+def _epoch(budget, clock, e, batch_seconds, val_seconds=None, batches=10):
+    """One epoch of ``batches`` batches as Keras calls the callback; a validation pass unless ``val_seconds`` is None."""
+    budget.on_epoch_begin(e)
+    for b in range(batches):
+        budget.on_train_batch_begin(b)
+        clock.now += batch_seconds
+        budget.on_train_batch_end(b)
+    if val_seconds is not None:
+        budget.on_test_begin()
+        clock.now += val_seconds
+        budget.on_test_end()
+    budget.on_epoch_end(e)
+
+
 def test_the_plan_follows_the_measured_pace_and_the_fit_stops_when_no_epoch_fits():
     from kclassify.training.time_budget import FINISH_FIXED, FINISH_PER_IMAGE, TimeBudget
 
@@ -46,17 +60,6 @@ def test_the_plan_follows_the_measured_pace_and_the_fit_stops_when_no_epoch_fits
     budget.set_model(model)
     cbs = budget.phase(start=0, end=3, steps=10, open_end=True, lr=0.1)
     assert cbs == [budget, budget.progbar] and budget.planned == 3  # the plan until timed: --epochs
-
-    def epoch(e, batch_seconds, val_seconds):
-        budget.on_epoch_begin(e)
-        for b in range(10):
-            budget.on_train_batch_begin(b)
-            clock.now += batch_seconds
-            budget.on_train_batch_end(b)
-        budget.on_test_begin()
-        clock.now += val_seconds
-        budget.on_test_end()
-        budget.on_epoch_end(e)
 
     budget.on_train_begin()
     budget.on_epoch_begin(0)
@@ -79,11 +82,11 @@ def test_the_plan_follows_the_measured_pace_and_the_fit_stops_when_no_epoch_fits
     finish = FINISH_FIXED + FINISH_PER_IMAGE * 2.0 * 1.0
     assert budget.finish_seconds == finish == 11.0
     assert budget.planned == 1 + int((100 - 20 - finish) // 11) == 7 and not model.stop_training
-    epoch(1, 2.0, 1.0)  # 21 s per epoch from now on: 41 s, 48 s left: 2 more
+    _epoch(budget, clock, 1, 2.0, 1.0)  # 21 s per epoch from now on: 41 s, 48 s left: 2 more
     assert budget.planned == 4 and not model.stop_training
-    epoch(2, 2.0, 1.0)  # 62 s, 27 s left: 1 more
+    _epoch(budget, clock, 2, 2.0, 1.0)  # 62 s, 27 s left: 1 more
     assert budget.planned == 4 and not model.stop_training
-    epoch(3, 2.0, 1.0)  # 83 s: 6 s left, no epoch of 21 s fits
+    _epoch(budget, clock, 3, 2.0, 1.0)  # 83 s: 6 s left, no epoch of 21 s fits
     assert model.stop_training and budget.stopped_early and budget.epochs_done == 4
     assert model.optimizer.learning_rate == pytest.approx(0.5 * 0.1 * (1 + math.cos(math.pi * 39 / 40)))
 
@@ -99,12 +102,7 @@ def test_without_a_validation_split_the_finish_is_planned_from_the_training_epoc
     budget.phase(start=0, end=3, steps=10, open_end=True)
     budget.on_train_begin()
     for e in range(2):
-        budget.on_epoch_begin(e)
-        for b in range(10):
-            budget.on_train_batch_begin(b)
-            clock.now += 2.0
-            budget.on_train_batch_end(b)
-        budget.on_epoch_end(e)  # no on_test_*: Keras runs none without validation data
+        _epoch(budget, clock, e, 2.0)  # no on_test_*: Keras runs none without validation data
     finish = FINISH_FIXED + FINISH_PER_IMAGE * 0.5 * PASS_PER_TRAIN * 20.0  # not eval_ratio x 0 s
     assert budget.train_seconds == 20.0 and budget.finish_seconds == pytest.approx(finish)
     assert finish > FINISH_FIXED + 1.0  # the test split's scoring is planned for
@@ -121,12 +119,7 @@ def test_a_closed_phase_keeps_its_schedule_but_is_stopped_by_the_budget_too():
     budget.phase(start=0, end=5, steps=10, open_end=False)  # a head phase: Keras' own schedule
     budget.on_train_begin()
     for e in range(2):
-        budget.on_epoch_begin(e)
-        for b in range(10):
-            budget.on_train_batch_begin(b)
-            clock.now += 1.5
-            budget.on_train_batch_end(b)
-        budget.on_epoch_end(e)
+        _epoch(budget, clock, e, 1.5)
     assert model.optimizer.learning_rate is None and budget.planned is None  # never set here
     # 30 s: 40 - 30 - 3 kept = 7 s left, an epoch takes 15 s
     assert model.stop_training and budget.epochs_done == 2
