@@ -69,6 +69,7 @@ def one_seed(args, seed: int) -> tuple[float, float, tuple[list, list, list]]:
 
     search = out / "search"
     final = ["--final-share", str(args.final_share)] if args.final_share else []
+    final += ["--final-data", args.final_data]
     search_wall = _run(["tune", *common, "--space", args.space, "--algorithm", args.algorithm, "--epochs",
                         str(args.epochs), "--min-epochs", str(args.min_epochs), "--time-budget", args.budget,
                         "--max-trials", "500", "--then-fit", args.then_fit, *final, "--output", str(search)],
@@ -95,7 +96,7 @@ def one_seed(args, seed: int) -> tuple[float, float, tuple[list, list, list]]:
     kept = json.loads((search / "best_run" / "run.json").read_text()).get("from_trial")
     epochs = yaml.safe_load((search / "best_run" / "config.yaml").read_text())["train"]["epochs"]
     final = f"trial {kept['trial']} kept" if kept else f"retrained {epochs} epochs"
-    print(f"  search arm : tune --then-fit {args.then_fit} ({final}), {len(trials)} trials, best {best}; {search_wall:.0f} s in all; "
+    print(f"  search arm : tune --then-fit {args.then_fit} --final-data {args.final_data} ({final}), {len(trials)} trials, best {best}; {search_wall:.0f} s in all; "
           f"test accuracy {s_acc:.4f}")
     wall = f"{default_wall:.0f} s" if default_wall else "? s"
     print(f"  default arm: fit defaults, {default_epochs} epochs, {wall}; test accuracy {d_acc:.4f}")
@@ -153,6 +154,8 @@ def main():
     p.add_argument("--then-fit", default="retrain", choices=("retrain", "reuse"),
                    help="the search arm's final model: retrain the best settings, or reuse the best trial's")
     p.add_argument("--final-share", type=float, help="tune --final-share: the part of the budget kept for the final fit")
+    p.add_argument("--final-data", default="train", choices=("train", "train+val"),
+                   help="tune --final-data: the final fit trains on the training split, or on the validation one too")
     p.add_argument("--default-from", metavar="DIR",
                    help="an earlier --output: reuse its newest default arm (and split) for each seed it holds "
                    "instead of training it again (the default arm does not depend on the search's settings)")

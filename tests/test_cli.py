@@ -159,6 +159,8 @@ def test_then_fit_retrains_by_default_and_reuses_when_asked(capsys):
     (["--final-share", "0.5", "--time-budget", "10m", "--then-fit", "reuse"], "not reuse"),
     (["--final-share", "1.5", "--time-budget", "10m", "--then-fit"], "between 0 and 1"),
     (["--time-budget", "10m", "--distributed", "worker", "--oracle", "127.0.0.1:8000"], "Size a distributed search"),
+    (["--final-data", "train+val"], "add --then-fit"),
+    (["--final-data", "train+val", "--then-fit", "reuse"], "not reuse"),
 ])
 def test_final_share_and_time_budget_need_what_keeps_them(capsys, flags, says):
     """Refused before TensorFlow loads, with what to add."""

@@ -329,3 +329,14 @@ def test_cross_validation_finds_flipped_training_images(tmp_path):
     assert result.report["suspects"]["images"] == 123
     top = [r["path"] for r in result.report["suspects"]["top"][:3]]
     assert sorted(top) == sorted(flipped)
+
+
+def test_training_curves_of_a_run_without_validation_images(tmp_path):
+    """Keras' CSVLogger writes "NA" in every val_ column when there are no validation images (fit --val-fraction 0,
+    tune --final-data train+val): the curves show training alone instead of failing the report."""
+    from kclassify.evaluation.plots import training_curves
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.2,NA,NA\n1,0.7,0.8,NA,NA\n")
+    path = training_curves(tmp_path / "curves.png", history)
+    assert path == tmp_path / "curves.png" and path.stat().st_size > 1000

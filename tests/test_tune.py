@@ -630,6 +630,50 @@ def test_final_epochs_fill_the_time_left_at_the_best_trials_pace(tmp_path):
     (tmp_path / "trial_stats.json").write_text(json.dumps({"001": {"seconds": 5.0}}))
     (tmp_path / "trial_stats-tuner1.json").write_text(json.dumps({"003": {"seconds": 45.0}}))  # a worker's
     assert _epochs_for(tmp_path, "003", 27, 300.0) == 119
+    assert _epochs_for(tmp_path, "003", 27, 300.0, growth=1.25) == 95  # 3.125 s per epoch of 1.25x the images
+
+
+def test_final_data_train_and_val_reads_the_searchs_val_images_as_train(tmp_path):
+    """final_split.csv: the 2 val images become train, test stays test; the search's split.csv is unchanged,
+    and a final epoch holds 10/8 of a trial's training images."""
+    from kclassify.data.sources import Item
+    from kclassify.data.split import read_split, write_split
+    from kclassify.tuning.final import _with_val_as_train
+
+    items = [Item(f"{c}/{i}.png", c, "train" if i < 4 else "val" if i == 4 else "test") for c in "ab" for i in range(6)]
+    write_split(tmp_path / "split.csv", items)
+    before = (tmp_path / "split.csv").read_text()
+    path, growth = _with_val_as_train(tmp_path)
+    rows = read_split(path)
+    assert growth == 1.25 and path == tmp_path / "final_split.csv"
+    assert sorted(p for p, (_, s) in rows.items() if s == "train") == sorted(
+        [f"{c}/{i}.png" for c in "ab" for i in range(5)])
+    assert sorted(p for p, (_, s) in rows.items() if s == "test") == ["a/5.png", "b/5.png"]
+    assert all(rows[i.path][0] == i.label for i in items)
+    assert (tmp_path / "split.csv").read_text() == before
+
+
+@pytest.mark.slow
+def test_final_data_train_and_val_trains_the_final_model_on_both(small_data, tmp_path):
+    """best_run(final_data="train+val"): the final run trains on the search's train and val images, is tested on
+    its test images, and its config.yaml names the split it trained on."""
+    import json
+    from collections import Counter
+
+    from kclassify.data.split import read_split
+    from kclassify.tuning.final import best_run
+    from kclassify.tuning.tune import base_settings, tune
+
+    base, space = _base(small_data, epochs=1), load_space("default")
+    tune(base, space, max_trials=1, output=tmp_path / "t")
+    out = tmp_path / "t"
+    run = best_run(out, base_settings(out, base), space, "retrain", verbose=0, final_data="train+val")
+    searched = Counter(s for _, s in read_split(out / "split.csv").values())
+    counts = {s: sum(c.values()) for s, c in json.loads((run.run_dir / "run.json").read_text())["data"]["counts"].items()}
+    assert searched["val"] > 0
+    assert counts == {"train": searched["train"] + searched["val"], "val": 0, "test": searched["test"]}
+    assert load_yaml(run.run_dir / "config.yaml")["split_file"] == str((out / "final_split.csv").resolve())
+    assert run.metrics["test"]["accuracy"] >= 0.66  # separable images: well above the 1/3 of chance
 
 
 @pytest.mark.slow

@@ -93,7 +93,7 @@ def _resolve(args: argparse.Namespace, hparams: str | None = None):
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..tuning.budget import check_final_share, check_time_budget
+    from ..tuning.budget import check_final_data, check_final_share, check_time_budget
     from ..tuning.space import load_space
 
     started = time.perf_counter()  # the time budget is the command's
@@ -104,6 +104,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError("--export exports the retrained best run: add --then-fit, or export a run folder "
                           "with `kclassify export RUN`.")
     check_final_share(args.final_share, args.time_budget, args.then_fit)
+    if args.final_data != "train":
+        check_final_data(args.final_data, args.then_fit)
     check_time_budget(args.time_budget, args.distributed)
     _load_tensorflow(args)
     from ..tuning.tune import Budget, base_settings, configure_distributed, tune
@@ -128,7 +130,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         # The search's own base settings and split, so the final run is the best trial's recipe.
         left = args.time_budget - (time.perf_counter() - started) if args.final_share else None
         run = best_run(result.folder, base_settings(result.folder, cfg), space, args.then_fit,
-                       verbose=_keras_verbosity(not args.verbose_trials), seconds=left)
+                       verbose=_keras_verbosity(not args.verbose_trials), seconds=left,
+                       final_data=args.final_data)
         test = run.metrics.get("test")
         print(f"{run.run_dir}: test accuracy {test['accuracy']:.4f}" if test else f"{run.run_dir}: no test split")
         _report_after(run)

@@ -9,6 +9,7 @@ import argparse
 
 from .. import __version__
 from ..config import GROUPS, fields_by_name
+from ..tuning.budget import FINAL_DATA
 from .commands import (cmd_audit, cmd_compare, cmd_evaluate, cmd_export, cmd_fit, cmd_models, cmd_predict,
                        cmd_serve, cmd_tune)
 
@@ -158,6 +159,9 @@ def _add_tune(sub) -> None:
                       help="with --time-budget and --then-fit: keep this share of the budget (0-1, e.g. 0.5) for "
                       "the final fit, a fit --time-budget of the time left: as many epochs as it holds at the pace "
                       "measured while training; the trials rank settings in --epochs")
+    tune.add_argument("--final-data", default="train", choices=tuple(FINAL_DATA),
+                      help="with --then-fit (retrain): what the final model trains on: "
+                      + "; ".join(f"{k}: {v}" for k, v in FINAL_DATA.items()) + " (default: train)")
     tune.add_argument("--distributed", choices=("chief", "worker"),
                       help="KerasTuner's distributed mode: one chief serves trials, workers run them")
     tune.add_argument("--oracle", help="HOST:PORT of the chief (or KERASTUNER_ORACLE_IP/PORT)")

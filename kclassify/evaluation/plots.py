@@ -106,6 +106,11 @@ def threshold_curve(path: Path, threshold: dict, positive_label: str) -> Path:
     return path
 
 
+# What history.csv holds where an epoch has no value: nothing, or Keras CSVLogger's "NA" (every val_ column of
+# a run without validation images, e.g. `fit --val-fraction 0` or `tune --final-data train+val`).
+MISSING = (None, "", "NA")
+
+
 def training_curves(path: Path, history: Path) -> Path | None:
     """Loss and accuracy per epoch, training and validation, from a run's history.csv."""
     if not history.is_file():
@@ -118,7 +123,7 @@ def training_curves(path: Path, history: Path) -> Path | None:
     with figure(path, "epoch", size=(11, 4.2), columns=2) as (loss_ax, acc_ax):
         for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
             for key, name in ((metric, "train"), (f"val_{metric}", "validation")):
-                values = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+                values = [float(r[key]) if r.get(key) not in MISSING else np.nan for r in rows]
                 if not np.all(np.isnan(values)):
                     ax.plot(epochs, values, label=name)
             ax.set_title(metric)

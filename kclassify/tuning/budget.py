@@ -1,4 +1,5 @@
-"""A search's budgets: deployment limits checked before a trial trains, and the time budget's final share.
+"""A search's budgets: deployment limits checked before a trial trains, the time budget's final share and the
+final model's data.
 
 Kept free of TensorFlow: the CLI checks these settings before TensorFlow loads.
 """
@@ -68,6 +69,24 @@ def check_final_share(share: float | None, time_budget: float | None, then_fit: 
     if not time_budget or then_fit != "retrain":
         raise ConfigError(f"--final-share {share} keeps part of --time-budget for retraining the best settings: "
                           f"add --time-budget and --then-fit (retrain, not reuse).")
+
+
+# What the final model of ``tune --then-fit`` trains on; the keys are the valid --final-data values.
+FINAL_DATA = {
+    "train": "the training split, as every trial did; the validation split picks its best epoch",
+    "train+val": "the training and validation splits together (the validation split has ranked the "
+                 "settings; as KerasTuner's guide and AutoKeras' final fit do): more images, no validation "
+                 "metrics, its best epoch picked on training accuracy",
+}
+
+
+def check_final_data(final_data: str, then_fit: str | None) -> None:
+    """Training the final model on the validation split too needs a final model that is retrained."""
+    if final_data not in FINAL_DATA:
+        raise ConfigError(f"--final-data {final_data!r} is not one of {', '.join(FINAL_DATA)}.")
+    if final_data != "train" and then_fit != "retrain":
+        raise ConfigError(f"--final-data {final_data} retrains the best settings on more images: add --then-fit "
+                          f"(retrain, not reuse: the best trial's own model trained on the training split alone).")
 
 
 def check_time_budget(time_budget: float | None, distributed: str | None) -> None:

@@ -15,6 +15,11 @@ trials a few epochs long rank the settings, and the final model gets the long sc
 from scratch needs (on intel_scenes, small_cnn at 96 px scored 0.829 over 30 epochs, and with mixup
 0.850 over 60), and ends with the budget (planned from the trial's pace alone, one final fit ran
 94 s over a 900 s budget when its epochs ran 9.5 s against its trial's 8.0).
+
+With ``final_data="train+val"`` (``tune --final-data train+val``) the retrained model trains on the
+validation images too, once they have ranked the settings (KerasTuner's guide retrains on all the data;
+AutoKeras' final fit does): its split is ``final_split.csv`` in the tuning folder, the search's split with
+``val`` read as ``train``, and its epochs are planned at the trial's pace times the larger epoch.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ import yaml
 
 from ..config import Config, from_yaml_file
 from ..data import prepare_data
+from ..data.sources import Item
+from ..data.split import read_split, write_split
 from ..training.fit import FitResult, fit, save_run
+from .budget import check_final_data
 from .hypermodel import ClassifierHyperModel
 from .space import SearchSpace
 from .tuner import ran_all_epochs, seconds_per_epoch
@@ -41,15 +49,20 @@ BEST_RUN = "best_run"
 
 
 def best_run(folder: Path, base: Config, space: SearchSpace, mode: str = "retrain", verbose="auto",
-             seconds: float | None = None) -> FitResult:
-    """Write ``folder/best_run`` from the search in ``folder`` (see the module's docstring for ``mode``
-    and ``seconds``).
+             seconds: float | None = None, final_data: str = "train") -> FitResult:
+    """Write ``folder/best_run`` from the search in ``folder`` (see the module's docstring for ``mode``,
+    ``seconds`` and ``final_data``, one of ``budget.FINAL_DATA``).
 
     ``base`` are the search's base settings with its split (``tune.base_settings``).
     """
     folder = Path(folder)
     best = yaml.safe_load((folder / "best_hparams.yaml").read_text())
     settings = base.replace(**best["hparams"])
+    check_final_data(final_data, mode)
+    growth = 1.0
+    if final_data == "train+val":
+        split, growth = _with_val_as_train(folder)
+        settings = settings.replace(split_file=str(split.resolve()))
     if mode == "reuse":
         trial_dir = folder / "tuner" / f"trial_{best['trial']}"  # KerasTuner's own layout
         hp = keras_tuner.HyperParameters.from_config(json.loads((trial_dir / "trial.json").read_text())["hyperparameters"])
@@ -61,7 +74,7 @@ def best_run(folder: Path, base: Config, space: SearchSpace, mode: str = "retrai
     elif seconds is not None:
         started = folder / BEST_RUN / "config.yaml"  # a final fit cut off earlier resumes with its own plan
         epochs = (from_yaml_file(started).train.epochs if started.is_file()
-                  else _epochs_for(folder, best["trial"], settings.train.epochs, seconds))
+                  else _epochs_for(folder, best["trial"], settings.train.epochs, seconds, growth))
         return fit(settings.replace(epochs=epochs), output=folder / BEST_RUN, verbose=verbose,
                    time_budget=max(seconds, 1.0))
     return fit(settings, output=folder / BEST_RUN, verbose=verbose)
@@ -74,13 +87,29 @@ def final_epochs(per_epoch: float | None, seconds: float, minimum: int) -> int:
     return max(minimum, int(seconds / per_epoch) - 1)
 
 
-def _epochs_for(folder: Path, trial: str, epochs: int, seconds: float) -> int:
-    """The final fit's epochs: the time left at the best trial's own seconds per epoch."""
+FINAL_SPLIT = "final_split.csv"
+
+
+def _with_val_as_train(folder: Path) -> tuple[Path, float]:
+    """``folder/final_split.csv``: the search's split with its validation images trained on; and how many
+    times the training split's images a final epoch holds."""
+    rows = read_split(folder / "split.csv")
+    trained = sum(split == "train" for _, split in rows.values())
+    items = [Item(path, label, "train" if split == "val" else split) for path, (label, split) in rows.items()]
+    path = folder / FINAL_SPLIT
+    write_split(path, items)
+    return path, sum(i.split == "train" for i in items) / max(trained, 1)
+
+
+def _epochs_for(folder: Path, trial: str, epochs: int, seconds: float, growth: float = 1.0) -> int:
+    """The final fit's epochs: the time left at the best trial's own seconds per epoch, times ``growth``
+    (the final epoch's images over a trial's training images)."""
     stats = {}
     for path in folder.glob("trial_stats*.json"):  # a distributed search has one per worker
         stats.update(json.loads(path.read_text()).get(trial, {}))
     values = json.loads((folder / "tuner" / f"trial_{trial}" / "trial.json").read_text())["hyperparameters"]["values"]
     per_epoch = seconds_per_epoch(stats, values, epochs)
+    per_epoch = per_epoch * growth if per_epoch else per_epoch
     chosen = final_epochs(per_epoch, seconds, epochs)
     log.info("final fit: %d epochs planned in the %.0fs left (trial %s ran %s s per epoch)", chosen, seconds, trial,
              f"{per_epoch:.1f}" if per_epoch else "?")
