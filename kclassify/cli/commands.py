@@ -104,8 +104,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError("--export exports the retrained best run: add --then-fit, or export a run folder "
                           "with `kclassify export RUN`.")
     check_final_share(args.final_share, args.time_budget, args.then_fit)
-    if args.final_data != "train":
-        check_final_data(args.final_data, args.then_fit)
+    check_final_data(args.final_data, args.then_fit)
     check_time_budget(args.time_budget, args.distributed)
     _load_tensorflow(args)
     from ..tuning.tune import Budget, base_settings, configure_distributed, tune

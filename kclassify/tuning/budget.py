@@ -75,7 +75,7 @@ def check_final_share(share: float | None, time_budget: float | None, then_fit: 
 FINAL_DATA = {
     "train": "the training split, as every trial did; the validation split picks its best epoch",
     "train+val": "the training and validation splits together (the validation split has ranked the "
-                 "settings; as KerasTuner's guide and AutoKeras' final fit do): more images, no validation "
+                 "settings; as KerasTuner recommends and AutoKeras' final fit does): more images, no validation "
                  "metrics, its best epoch picked on training accuracy",
 }
 

@@ -17,7 +17,7 @@ from scratch needs (on intel_scenes, small_cnn at 96 px scored 0.829 over 30 epo
 94 s over a 900 s budget when its epochs ran 9.5 s against its trial's 8.0).
 
 With ``final_data="train+val"`` (``tune --final-data train+val``) the retrained model trains on the
-validation images too, once they have ranked the settings (KerasTuner's guide retrains on all the data;
+validation images too, once they have ranked the settings (KerasTuner's ``get_best_models`` recommends it;
 AutoKeras' final fit does): its split is ``final_split.csv`` in the tuning folder, the search's split with
 ``val`` read as ``train``, and its epochs are planned at the trial's pace times the larger epoch.
 """
