@@ -1,7 +1,7 @@
 """Does a search earn its time? `kclassify tune --then-fit` vs the default `kclassify fit`, same wall budget, same split.
 
     python benchmarks/search_vs_default.py ../shared/datasets/intel_scenes --budget 15m [--seeds 42,1,2]
-        [--final-share 0.5] [--default-from /tmp/kclassify-search-vs-default]
+        [--final-share 0.5] [--final-data train+val] [--default-from /tmp/kclassify-search-vs-default]
     python benchmarks/search_vs_default.py --summarize /tmp/kclassify-search-vs-default   # no training
 
 Both arms are the CLI commands a user types, timed from start to exit (TensorFlow's start-up and the

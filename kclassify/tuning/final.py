@@ -19,7 +19,10 @@ from scratch needs (on intel_scenes, small_cnn at 96 px scored 0.829 over 30 epo
 With ``final_data="train+val"`` (``tune --final-data train+val``) the retrained model trains on the
 validation images too, once they have ranked the settings (KerasTuner's ``get_best_models`` recommends it;
 AutoKeras' final fit does): its split is ``final_split.csv`` in the tuning folder, the search's split with
-``val`` read as ``train``, and its epochs are planned at the trial's pace times the larger epoch.
+``val`` read as ``train``, and its epochs are planned at the trial's pace times the larger epoch. On three
+intel_scenes splits (the README's table) the search with it scored +4.1 points over the default fit in the
+same 15 minutes, against +1.9 over six splits before it; where the search kept the defaults, the
+validation images added -0.5 and +4.9 points to the same final fit trained without them.
 """
 
 from __future__ import annotations
