@@ -154,7 +154,9 @@ def main():
     p.add_argument("--then-fit", default="retrain", choices=("retrain", "reuse"),
                    help="the search arm's final model: retrain the best settings, or reuse the best trial's")
     p.add_argument("--final-share", type=float, help="tune --final-share: the part of the budget kept for the final fit")
-    p.add_argument("--final-data", default="train", choices=("train", "train+val"),
+    from kclassify.tuning.budget import FINAL_DATA  # TensorFlow-free
+
+    p.add_argument("--final-data", default="train", choices=tuple(FINAL_DATA),
                    help="tune --final-data: the final fit trains on the training split, or on the validation one too")
     p.add_argument("--default-from", metavar="DIR",
                    help="an earlier --output: reuse its newest default arm (and split) for each seed it holds "
