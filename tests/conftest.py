@@ -33,12 +33,44 @@ def write_class_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int
     return root
 
 
+# ---------------------------------------------------------------- the two lanes
+# `pytest -m "not slow"` is the quick lane. A whole run takes it first, and the first failure there stops the
+# run before the slow lane: a broken change fails in the quick lane's minutes, not the suite's. With
+# pytest-xdist each worker sorts the same way, and a worker that stops makes the controller stop the rest.
+BOTH_LANES = pytest.StashKey[bool]()
+
+
+def _slow(item) -> bool:
+    return item.get_closest_marker("slow") is not None
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=_slow)  # stable: each lane keeps pytest's order (a module's tests stay together)
+    config.stash[BOTH_LANES] = any(map(_slow, items)) and not all(map(_slow, items))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if outcome.get_result().failed and not _slow(item) and item.config.stash.get(BOTH_LANES, False):
+        item.session.shouldfail = "a test of the quick lane failed; the slow lane was not run"
+
+
+# ---------------------------------------------------------------- fixtures
 @pytest.fixture(autouse=True)
 def _seeds_and_cache(tmp_path_factory, monkeypatch):
     random.seed(0)
     np.random.seed(0)
     cache = tmp_path_factory.getbasetemp() / "kclassify-cache"
     monkeypatch.setenv("KCLASSIFY_CACHE_DIR", str(cache))
+
+
+@pytest.fixture(autouse=True)
+def _float32_on_every_cpu(monkeypatch):
+    """``--mixed-precision`` auto computes in bfloat16 on a CPU with AMX and in float32 elsewhere; the tests
+    compute in float32 on every machine (those of auto itself set the CPU they mean over this)."""
+    monkeypatch.setattr("kclassify.training.recipe.cpu_has_amx", lambda: False)
 
 
 @pytest.fixture

@@ -207,6 +207,7 @@ def test_fit_audit_full_stops_on_a_test_copy_of_a_training_image(tmp_path):
     assert (tmp_path / "run" / "audit" / "audit.html").is_file()
 
 
+@pytest.mark.slow
 def test_cli_audit(tmp_path, capsys):
     from conftest import write_class_folder
 

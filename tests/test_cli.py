@@ -20,21 +20,24 @@ def _run(*args, timeout=300, env=None):
                           timeout=timeout, env=env)
 
 
+# What makes a command slow to start: TensorFlow (~4 s), Keras and the libraries that take a second or so
+# each. Help must import none of them; which modules load decides it, not a wall time, which depends on the
+# machine (0.2 s on one, over 1 s on another under load).
+HEAVY = ("tensorflow", "keras", "keras_tuner", "matplotlib", "sklearn", "scipy", "cleanlab", "fastapi", "PIL")
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["fit", "--help"]])
 def test_help_does_not_import_tensorflow(argv):
     code = (
-        "import sys, time; t = time.perf_counter()\n"
+        "import sys\n"
         "from kclassify.cli import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
-        "print(time.perf_counter() - t)"
+        f"print('heavy:', sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
-    start = time.perf_counter()
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
-    wall = time.perf_counter() - start
     assert out.returncode == 0, out.stderr
     assert "--data" in out.stdout or "fit" in out.stdout
-    assert wall < 2.0, f"`kclassify {' '.join(argv)}` took {wall:.2f}s"  # ~0.2 s here; margin for CI
+    assert out.stdout.splitlines()[-1] == "heavy: []", f"`kclassify {' '.join(argv)}` imported them"
 
 
 def test_fit_help_lists_the_flags_users_type(capsys):

@@ -32,6 +32,7 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
     assert (tmp_path / "run" / "model.keras").is_file()
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_in_bfloat16_and_saves_a_float32_model(image_folder, tmp_path):
     import keras
 

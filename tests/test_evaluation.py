@@ -305,6 +305,7 @@ def test_cli_evaluate_and_its_errors(flipped_run, tmp_path, capsys):
     assert everything["data"]["split"] == "all" and everything["metrics"]["images"] == 123
 
 
+@pytest.mark.slow
 def test_a_binary_run_gets_a_threshold(tmp_path):
     from kclassify import fit
     from kclassify.evaluation import evaluate

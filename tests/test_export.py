@@ -153,6 +153,7 @@ def _degraded_tflite(src, path):
 FORMATS_ORIGINAL = dict(FORMATS)
 
 
+@pytest.mark.slow
 def test_the_gate_rejects_a_degraded_file_and_keeps_the_shipped_one(tiny_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "export"
     assert main(["export", str(tiny_run), "--formats", "tflite", "--output", str(out)]) == 0

@@ -95,7 +95,8 @@ def test_head_phase_freezes_and_finetune_keeps_batchnorm(image_folder, tmp_path,
 
 
 
-@pytest.mark.parametrize("stop", [0, 1, 2])  # inside the head phase, at the phase boundary, inside fine-tuning
+# inside the head phase, at the phase boundary, inside fine-tuning; the quick lane resumes at the boundary
+@pytest.mark.parametrize("stop", [pytest.param(0, marks=pytest.mark.slow), 1, pytest.param(2, marks=pytest.mark.slow)])
 def test_resume_across_the_phase_boundary(image_folder, tmp_path, pretrained, stop):
     from kclassify import fit
 
@@ -111,6 +112,7 @@ def test_resume_across_the_phase_boundary(image_folder, tmp_path, pretrained, st
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_transfer_from_an_earlier_run(image_folder, tmp_path):
     from kclassify import fit
 
@@ -130,6 +132,7 @@ def test_transfer_from_an_earlier_run(image_folder, tmp_path):
         build_classifier("small_cnn", 3, 16, weights=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_same_classes_load_the_head_too(image_folder, tmp_path):
     from kclassify import fit
     from kclassify.models.build import transfer_head

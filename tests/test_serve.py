@@ -334,6 +334,7 @@ def test_batches_form_under_real_concurrency(live_server):
 
 # ---------------------------------------------------------------- the real command: SIGTERM, browser
 
+@pytest.mark.slow
 def test_sigterm_lets_the_request_in_flight_finish(tiny_run, tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}

@@ -21,7 +21,7 @@ def _one_step(**settings):
     cfg = build_config(settings)
     model = build_classifier("small_cnn", 3, 16)
     model.compile(optimizer=build_optimizer(cfg.train, steps_per_epoch=4), loss=build_loss(cfg.train),
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], run_eagerly=True)  # eager: no tracing, the same step
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (8, 16, 16, 3)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, 3, 8), 3)
@@ -109,6 +109,7 @@ def test_fit_writes_a_complete_run_folder(image_folder, tmp_path):
 
 
 
+@pytest.mark.slow
 def test_interrupted_fit_resumes_to_the_same_epoch_count(image_folder, tmp_path):
     from kclassify import fit
 
