@@ -1,0 +1,66 @@
+"""How a phone turns a photo into the model's input, emulated exactly, beside kclassify's own resize.
+
+kclassify resizes with antialiasing (:func:`kclassify.data.pipeline.resize_image`) in training,
+evaluation, export checks, predict and serve. MediaPipe Tasks' ``ImageClassifier`` on an Android
+phone's CPU does not: its ``ImageToTensorCalculator`` warps the whole photo onto the input with
+OpenCV's ``warpPerspective(INTER_LINEAR, BORDER_REPLICATE)``, corners to corners (output pixel ``x``
+samples the photo at ``x * W / w``: no half-pixel offset, no antialiasing, no aspect ratio kept), in
+OpenCV's fixed-point bilinear (source positions rounded to 1/32 pixel, 15-bit weights, rounded half
+up), into uint8. A float model then gets those integers through the metadata's normalization, which
+for kclassify's models (mean 0, std 1) leaves them 0-255.
+
+Sources read (google-ai-edge/mediapipe): ``tasks/cc/components/processors/image_preprocessing_graph.cc``
+(``keep_aspect_ratio`` unset, border unset: replicate), ``calculators/tensor/
+image_to_tensor_converter_opencv.cc`` (``boxPoints`` -> ``getPerspectiveTransform`` ->
+``warpPerspective``), OpenCV's ``imgproc/src/imgwarp.cpp`` (``INTER_TAB_SIZE`` 32,
+``INTER_REMAP_COEF_BITS`` 15). ``tests/test_phone.py`` checks the emulation against MediaPipe itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TAB_BITS = 5  # OpenCV's INTER_BITS: a source position in 1/32 pixel
+COEF_BITS = 15  # INTER_REMAP_COEF_BITS: the four weights sum to 2**15
+
+
+def _taps(out: int, src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``out`` output pixels along one axis: the two source pixels (replicated at the
+    border) and the weight of the second, in 1/32."""
+    # cvRound of x * (src / out) * 32: round half to even, as np.rint
+    pos = np.rint(np.arange(out, dtype=np.float64) * (src / out) * (1 << TAB_BITS)).astype(np.int64)
+    first = pos >> TAB_BITS
+    frac = pos & ((1 << TAB_BITS) - 1)
+    return np.clip(first, 0, src - 1), np.clip(first + 1, 0, src - 1), frac
+
+
+def mediapipe_resize(image: np.ndarray, width: int, height: int | None = None) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 RGB photo as MediaPipe's ImageClassifier feeds a ``height x width`` model.
+
+    Args:
+        image: uint8 RGB pixels, any size.
+        width: the model's input width; ``height`` defaults to it (a square input).
+
+    Returns:
+        ``(height, width, 3)`` uint8, equal to the tensor MediaPipe Tasks builds on the CPU.
+
+    Example:
+        >>> mediapipe_resize(np.zeros((240, 320, 3), np.uint8), 64).shape
+        (64, 64, 3)
+    """
+    height = int(height or width)
+    width = int(width)
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8 RGB pixels, got {image.dtype} {image.shape}")
+    x0, x1, ax = _taps(width, image.shape[1])
+    y0, y1, ay = _taps(height, image.shape[0])
+    scale = 1 << TAB_BITS
+    wx = np.stack([scale - ax, ax])[:, None, :, None]  # (2, 1, width, 1)
+    wy = np.stack([scale - ay, ay])[:, :, None, None]  # (2, height, 1, 1)
+    p = image.astype(np.int64)
+    rows = (p[y0], p[y1])
+    total = sum(wy[i] * wx[j] * rows[i][:, (x0, x1)[j]] for i in range(2) for j in range(2))
+    # the weights are products of 1/32 steps: (32 - ax) * (32 - ay) * 32 of 2**15, exactly OpenCV's table
+    total = total * (1 << (COEF_BITS - 2 * TAB_BITS))
+    return ((total + (1 << (COEF_BITS - 1))) >> COEF_BITS).astype(np.uint8)
