@@ -53,3 +53,54 @@ def test_mediapipe_classifies_as_the_emulated_phone_path_does(tiny_export, name)
     assert np.mean(emulated == phone) >= 0.99  # measured: 1.0 for both files
     # measured 0.70 and 0.69: the two resizes differ on these photos, so the test can tell them apart
     assert np.mean(ours == phone) <= 0.8
+
+
+def _striped_folder(root, per_class: int = 16, size: int = 64):
+    """Three classes of 1 px stripes in two colours (red/green, green/blue, blue/red), 4x the 16 px input:
+    antialiased, each class is its stripes' mean colour; sampled as the phone does, single stripes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for k, name in enumerate(("rg", "gb", "br")):
+        (root / name).mkdir(parents=True)
+        a, b = COLOURS[k], COLOURS[(k + 1) % 3]
+        for i in range(per_class):
+            stripes = (np.arange(size) + rng.integers(0, 2)) % 2
+            image = np.where(stripes[None, :, None] == 0, a, b) + rng.integers(-15, 15, (size, size, 3))
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / name / f"{i:02d}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_export_scores_each_tflite_file_as_mediapipe_does(tmp_path):
+    import json
+
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+    from PIL import Image
+
+    from conftest import TINY
+    from kclassify import fit
+    from kclassify.export import export
+
+    data = _striped_folder(tmp_path / "data")
+    run = fit(data=str(data), output=tmp_path / "run", verbose=0, **{**TINY, "epochs": 6, "test_fraction": 0.25})
+    export(run.run_dir, "tflite,tflite-int8,savedmodel", latency_runs=2)
+    report = json.loads((run.run_dir / "export" / "export_report.json").read_text())
+    rows = {f["format"]: f for f in report["formats"]}
+    assert rows["savedmodel"]["phone_accuracy"] is None  # a server's file: no phone path
+    tests = [line.split(",") for line in (run.run_dir / "split.csv").read_text().splitlines()[1:]]
+    tests = [(path, label) for path, label, split in tests if split == "test"]
+    labels = (run.run_dir / "labels.txt").read_text().split()
+    for name, file in (("tflite", "model.tflite"), ("tflite-int8", "model_int8.tflite")):
+        options = vision.ImageClassifierOptions(
+            base_options=BaseOptions(model_asset_path=str(run.run_dir / "export" / file)), max_results=1)
+        with vision.ImageClassifier.create_from_options(options) as classifier:
+            right = [classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                                  data=np.asarray(Image.open(data / path).convert("RGB"))))
+                     .classifications[0].categories[0].index == labels.index(label) for path, label in tests]
+        row = rows[name]
+        assert row["phone_accuracy"] == pytest.approx(np.mean(right), abs=1e-4)  # what MediaPipe scores
+        # measured: accuracy 1.0, phone 0.375 (3 of 8) for both files, as MediaPipe scored them
+        assert row["accuracy"] == 1.0 and row["phone_accuracy"] < 0.9  # the stripes fool the phone's resize
+        assert row["phone_drop"] == pytest.approx((report["keras"]["accuracy"] - row["phone_accuracy"]) * 100, abs=0.01)

@@ -20,6 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
+# How an image becomes the model's input: the keys are the valid values of a ``resize``/``--preprocess``.
+RESIZES = {
+    "kclassify": "bilinear with antialiasing, as kclassify trains, evaluates, predicts and serves",
+    "mediapipe": "MediaPipe Tasks' ImageClassifier on a phone's CPU: bilinear without antialiasing, corners to corners",
+}
+
 TAB_BITS = 5  # OpenCV's INTER_BITS: a source position in 1/32 pixel
 COEF_BITS = 15  # INTER_REMAP_COEF_BITS: the four weights sum to 2**15
 
