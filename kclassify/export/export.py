@@ -3,14 +3,15 @@
 Every exported file is loaded back through the inference layer and scored on the run's
 test split (decoded by the data layer, as in training): accuracy, top-1 agreement with the
 Keras model, size and single-image latency on this machine; each ``.tflite`` file is scored a
-second time as a phone feeds it (MediaPipe's resize, :mod:`kclassify.data.phone`). A file that loses more than
-``max_accuracy_drop`` points, or a float32 file that disagrees with Keras on more than
+second time as a phone feeds it (MediaPipe's resize, :mod:`kclassify.data.phone`). A file that
+loses more than ``max_accuracy_drop`` points, or a float32 file that disagrees with Keras on more than
 0.1 % of the images, is not shipped under its normal name: it is kept as
 ``rejected-<file>`` and the export fails.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -114,7 +115,8 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
     from ..data.pipeline import decode_files
 
     images = decode_files(paths, reference.image_size)  # the data layer's decode, once for every file
-    phone = _PhoneImages(paths, reference.image_size)  # decoded when the first .tflite file is scored
+    # the images as a phone resizes them: decoded once, when the first .tflite file is scored
+    phone = functools.cache(lambda: decode_files(paths, reference.image_size, resize="mediapipe"))
     keras_top = reference.predict(images).argmax(1)
     keras_info = {"accuracy": _accuracy(keras_top, y), "latency_ms": round(reference.latency_ms(images[0], latency_runs), 3)}
     source = Source(
@@ -154,7 +156,7 @@ def _export_format(fmt, source: Source, out: Path, images, phone, y, keras_top, 
         report.latency_ms = round(predictor.latency_ms(images[0], latency_runs), 3)
         if predictor.kind == "tflite":
             report.outside_xnnpack = predictor.ops_outside_delegate()
-            report.phone_accuracy = _accuracy(predictor.predict(phone.images()).argmax(1), y)
+            report.phone_accuracy = _accuracy(predictor.predict(phone()).argmax(1), y)
             report.phone_drop = (keras_accuracy - report.phone_accuracy) * 100
         del predictor
     except Exception as e:  # noqa: BLE001 - one format failing must not stop the others
@@ -233,20 +235,6 @@ def _calibration(prepared, image_size: int, count: int, seed: int):
         return cached[0]
 
     return images
-
-
-class _PhoneImages:
-    """The scoring images as MediaPipe's ImageClassifier resizes them on a phone, decoded once, when asked."""
-
-    def __init__(self, paths: list[str], image_size: int):
-        self.paths, self.image_size, self._images = paths, image_size, None
-
-    def images(self) -> np.ndarray:
-        if self._images is None:
-            from ..data.pipeline import decode_files
-
-            self._images = decode_files(self.paths, self.image_size, resize="mediapipe")
-        return self._images
 
 
 def _score_report(report: FormatReport, probs, y, keras_top, keras_accuracy) -> None:
