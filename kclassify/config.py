@@ -67,6 +67,10 @@ class DataConfig:
         0.4, "Beta(alpha, alpha) draws each pair's share (mixup's blend, cutmix's patch area): small alpha "
         "mixes little, 1 mixes uniformly", low=0.01, high=1.0
     )
+    phone_resize: float = _opt(
+        0.0, "share of training images resized as a phone does (MediaPipe: bilinear without antialiasing), "
+        "drawn afresh every epoch; the rest are resized with antialiasing as evaluation does", low=0.0, high=1.0
+    )
     cache: str = _opt(
         "auto", "cache decoded images: auto picks memory when they fit, else a file", CACHE_MODES
     )
@@ -93,6 +97,9 @@ class ModelConfig:
     batch_norm: bool = _opt(True, "BatchNorm after each convolution of alexnet")
     width: float = _opt(1.0, "channel multiplier of small_cnn's blocks (2: about 4x the compute)", low=0.125, high=8.0)
     depth: int = _opt(1, "3x3 convolutions per block of small_cnn (2: VGG-style pairs)", low=1, high=4)
+    downsample: int = _opt(
+        1, "the model averages each KxK block of its input first, so the backbone works at image_size/K: a phone's "
+        "plain resize to the larger input loses little (default image size: the backbone's times K)", low=1, high=8)
     bn_momentum: float | None = _opt(
         None, "moving-average momentum of every BatchNorm layer (default: the backbone's own, 0.9 in small_cnn "
         "and alexnet; Keras' 0.99 leaves short from-scratch runs with stale statistics)", low=0.0, high=1.0)

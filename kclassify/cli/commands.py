@@ -207,7 +207,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate
 
     result = evaluate(args.model, data=args.data, split=args.split, batch_size=args.batch_size, output=args.output,
-                      threads=args.threads, cross_validate=args.cross_validate)
+                      threads=args.threads, cross_validate=args.cross_validate, preprocess=args.preprocess)
     print(_evaluation_summary(result))
     return 0
 

@@ -9,6 +9,7 @@ import argparse
 
 from .. import __version__
 from ..config import GROUPS, fields_by_name
+from ..data.phone import RESIZES
 from ..tuning.budget import FINAL_DATA
 from .commands import (cmd_audit, cmd_compare, cmd_evaluate, cmd_export, cmd_fit, cmd_models, cmd_predict,
                        cmd_serve, cmd_tune)
@@ -209,6 +210,9 @@ def _add_evaluate(sub) -> None:
     ev.add_argument("--cross-validate", type=int, default=0, metavar="K",
                     help="retrain the run's recipe on K folds so every image gets an out-of-sample probability for "
                     "the suspect-label search (K trainings)")
+    ev.add_argument("--preprocess", choices=tuple(RESIZES), default="kclassify",
+                    help="how photos are resized to the model's input: " +
+                    "; ".join(f"{k}: {v}" for k, v in RESIZES.items()) + " (writes to <report folder>-mediapipe)")
     ev.set_defaults(func=cmd_evaluate)
 
 

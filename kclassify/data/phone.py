@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError, did_you_mean
+
 # How an image becomes the model's input: the keys are the valid values of a ``resize``/``--preprocess``.
 RESIZES = {
     "kclassify": "bilinear with antialiasing, as kclassify trains, evaluates, predicts and serves",
@@ -70,3 +72,14 @@ def mediapipe_resize(image: np.ndarray, width: int, height: int | None = None) -
     # the weights are products of 1/32 steps: (32 - ax) * (32 - ay) * 32 of 2**15, exactly OpenCV's table
     total = total * (1 << (COEF_BITS - 2 * TAB_BITS))
     return ((total + (1 << (COEF_BITS - 1))) >> COEF_BITS).astype(np.uint8)
+
+
+# The resizes of RESIZES that a phone does, as functions (uint8 photo, size) -> uint8 (size, size, 3).
+PHONE_RESIZES = {"mediapipe": mediapipe_resize}
+
+
+def check_resize(resize: str) -> None:
+    """Refuse a resize that is not a key of :data:`RESIZES`."""
+    if resize not in RESIZES:
+        raise ConfigError(f"Resize {resize!r} is not one kclassify knows; expected one of "
+                          f"{', '.join(RESIZES)}.{did_you_mean(resize, RESIZES)}")

@@ -18,9 +18,27 @@ log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Read a file and return a ``(size, size, 3)`` uint8 RGB image (see :func:`decode_bytes`)."""
-    return decode_bytes(tf.io.read_file(path), image_size)
+def decode_image(path: tf.Tensor, image_size: int, resize: str = "kclassify") -> tf.Tensor:
+    """Read a file and return a ``(size, size, 3)`` uint8 RGB image (see :func:`decode_bytes`).
+
+    Args:
+        resize: a key of :data:`kclassify.data.phone.RESIZES`: ``kclassify`` (antialiased) or
+            ``mediapipe`` (as MediaPipe's ImageClassifier resizes on a phone, emulated exactly).
+    """
+    data = tf.io.read_file(path)
+    if resize == "kclassify":
+        return decode_bytes(data, image_size)
+    return phone_resize(decode_full(data), image_size, resize)
+
+
+def phone_resize(image: tf.Tensor, image_size: int, resize: str = "mediapipe") -> tf.Tensor:
+    """One ``(H, W, 3)`` uint8 image resized to ``image_size`` square as a phone does (see ``RESIZES``)."""
+    from .phone import PHONE_RESIZES, check_resize
+
+    check_resize(resize)
+    out = tf.numpy_function(lambda img: PHONE_RESIZES[resize](img, image_size), [image], tf.uint8, stateful=False)
+    out.set_shape([image_size, image_size, 3])
+    return out
 
 
 def decode_bytes(data: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -81,7 +99,8 @@ def cache_target(mode: str, n_images: int, image_size: int, cache_file: Path) ->
     return str(cache_file)
 
 
-def decoded(paths: list[str], labels: list[int], image_size: int, cache: str | None = "") -> tf.data.Dataset:
+def decoded(paths: list[str], labels: list[int], image_size: int, cache: str | None = "",
+            resize: str = "kclassify") -> tf.data.Dataset:
     """``(uint8 image, int label)`` pairs, decoded in parallel and cached after the first pass.
 
     Every dataset derived from the returned one shares its cache, so e.g. adapting a
@@ -89,12 +108,29 @@ def decoded(paths: list[str], labels: list[int], image_size: int, cache: str | N
 
     Args:
         cache: '' caches in memory, a path caches in that file, None disables caching.
+        resize: how images reach ``image_size`` (a key of :data:`kclassify.data.phone.RESIZES`).
     """
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.constant(paths, tf.string), tf.constant(labels, tf.int32))
     )
-    ds = ds.map(lambda p, y: (decode_image(p, image_size), y), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda p, y: (decode_image(p, image_size, resize), y), num_parallel_calls=AUTOTUNE)
     return ds.cache(cache) if cache is not None else ds
+
+
+def mixed_resizes(plain: tf.data.Dataset, phone: tf.data.Dataset, share: float, seed: int = 0) -> tf.data.Dataset:
+    """Each ``(image, label)`` of ``plain`` replaced, with probability ``share`` and afresh every epoch,
+    by the same image of ``phone`` (the same files in the same order, resized as a phone does)."""
+    if share <= 0:
+        return plain
+    share = float(share)
+
+    def pick(a, b, seeds):
+        take_phone = tf.random.stateless_uniform([], seed=seeds) < share
+        return tf.where(take_phone, b[0], a[0]), a[1]
+
+    # a stateless draw per (epoch, image): the random dataset restarts each epoch with a new seed
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(plain, phone, draws).map(pick, num_parallel_calls=AUTOTUNE)
 
 
 def batches(
@@ -165,15 +201,10 @@ def decode_files(paths: list[str], image_size: int, batch_size: int = 64, resize
     """
     import numpy as np
 
-    from .phone import RESIZES, mediapipe_resize
+    from .phone import check_resize
 
-    if resize not in RESIZES:
-        raise ValueError(f"resize must be one of {sorted(RESIZES)}, got {resize!r}")
+    check_resize(resize)
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
-    if resize == "mediapipe":  # full-size pixels, one at a time (sizes differ), resized as the phone does
-        full = ds.map(lambda p: decode_full(tf.io.read_file(p)), num_parallel_calls=AUTOTUNE)
-        images = [mediapipe_resize(img.numpy(), image_size) for img in full]
-        return np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
-    ds = ds.map(lambda p: decode_image(p, image_size), num_parallel_calls=AUTOTUNE).batch(batch_size)
+    ds = ds.map(lambda p: decode_image(p, image_size, resize), num_parallel_calls=AUTOTUNE).batch(batch_size)
     parts = [b.numpy() for b in ds]
     return np.concatenate(parts) if parts else np.zeros((0, image_size, image_size, 3), np.uint8)

@@ -73,7 +73,7 @@ class EvaluationResult:
 
 def evaluate(target: str | Path, *, data: str | None = None, split: str | None = None, batch_size: int = 32,
              output: str | Path | None = None, threads: int | None = None, cross_validate: int = 0,
-             progress: bool | None = None) -> EvaluationResult:
+             progress: bool | None = None, preprocess: str = "kclassify") -> EvaluationResult:
     """Evaluate a model on one split and write report.json, report.html, plots and suspect labels.
 
     Args:
@@ -88,6 +88,10 @@ def evaluate(target: str | Path, *, data: str | None = None, split: str | None =
         cross_validate: K >= 2 retrains the run's recipe on K folds so that every image gets an
             out-of-sample probability for the suspect-label search (K trainings: slow).
         progress: progress bar while predicting (None: on a terminal, for large splits).
+        preprocess: how photos are resized to the model's input, a key of
+            :data:`kclassify.data.phone.RESIZES`: ``kclassify`` (as training did) or ``mediapipe`` (what
+            MediaPipe's ImageClassifier feeds the model on a phone). Another than ``kclassify`` writes to
+            ``<default>-<preprocess>`` and leaves the run's own calibration and metrics alone.
 
     Example:
         >>> result = evaluate("saved_models/digits-20260101-120000")
@@ -101,7 +105,7 @@ def evaluate(target: str | Path, *, data: str | None = None, split: str | None =
     if cross_validate and (cross_validate < 2 or run is None):
         raise ConfigError(f"--cross-validate needs K >= 2 and a run folder (its recipe is retrained); "
                           f"received K={cross_validate} for {target}.")
-    predictor = load_predictor(target, threads=threads)
+    predictor = load_predictor(target, threads=threads).with_resize(preprocess)
     prepared = _prepare(run, data, target)
     classes = _class_index(prepared, predictor)
     scored = _score(predictor, prepared, classes, _needed(split, run), batch_size, progress)
@@ -110,12 +114,12 @@ def evaluate(target: str | Path, *, data: str | None = None, split: str | None =
         counts = {s: sum(c.values()) for s, c in prepared.counts().items()}
         raise DataError(f"The {split} split of {prepared.source.root} has no image the model could read "
                         f"(images per split: {counts}). Pass --split all, or another split.")
-    folder = Path(output) if output else default_output(target, run)
+    folder = Path(output) if output else default_output(target, run, preprocess)
     (folder / "plots").mkdir(parents=True, exist_ok=True)
     report = _report(target, predictor, run, prepared, split, scored, evaluated, cross_validate, folder, batch_size)
     report["seconds"] = round(time.time() - started, 2)
     write_json(folder / "report.json", report)
-    if run is not None and _is_runs_model(target, run):
+    if run is not None and _is_runs_model(target, run) and preprocess == "kclassify":
         _update_run(run, report, split, folder)
     log.info("evaluation report: %s", folder / "report.html")
     return EvaluationResult(folder, report)
@@ -130,14 +134,15 @@ def find_run(path: Path) -> RunFolder | None:
     return None
 
 
-def default_output(target: Path, run: RunFolder | None) -> Path:
+def default_output(target: Path, run: RunFolder | None, preprocess: str = "kclassify") -> Path:
+    tag = "" if preprocess == "kclassify" else f"-{preprocess}"
     if run is not None:
         if _is_runs_model(target, run):
-            return run.root / "evaluation"
+            return run.root / f"evaluation{tag}"
         rel = target.resolve().relative_to(run.root.resolve())  # export/model_int8.tflite -> model_int8.tflite
         name = "-".join(p for p in rel.parts if p not in ("export", "checkpoints"))
-        return run.root / f"evaluation-{name or target.stem}"
-    return Path("evaluations") / f"{target.stem or target.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return run.root / f"evaluation-{name or target.stem}{tag}"
+    return Path("evaluations") / f"{target.stem or target.name}{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _is_runs_model(target: Path, run: RunFolder) -> bool:
@@ -208,7 +213,8 @@ def _report(target, predictor, run, prepared, split, scored, evaluated, cross_va
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "model": {"name": run.root.name if run and _is_runs_model(target, run) else target.name,
-                  "path": str(target), "kind": predictor.kind, "image_size": predictor.image_size, "labels": labels},
+                  "path": str(target), "kind": predictor.kind, "image_size": predictor.image_size,
+                  "resize": predictor.resize, "labels": labels},
         "run": str(run.root) if run else None,
         "data": {"source": str(prepared.source.root), "split": split, "images": len(evaluated),
                  "per_split": {s: sum(c.values()) for s, c in prepared.counts().items()},

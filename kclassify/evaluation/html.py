@@ -27,7 +27,8 @@ def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes
     m = report["metrics"]
     parts = [
         f"<h1>Evaluation of {_e(report['model']['name'])}</h1>",
-        f"<div class=sub>{_e(report['model']['kind'])} model, {report['model']['image_size']} px, "
+        f"<div class=sub>{_e(report['model']['kind'])} model, {report['model']['image_size']} px "
+        f"(photos resized: {_e(report['model'].get('resize', 'kclassify'))}), "
         f"{len(report['model']['labels'])} classes &middot; split <b>{_e(report['data']['split'])}</b> of "
         f"{_e(report['data']['source'])}: {m['images']} images &middot; {_e(report['created'])}</div>",
         _cards(report),

@@ -48,6 +48,9 @@ class Predictor(ABC):
         labels: class names in output order.
         image_size: the square size the model takes; other sizes are resized to it.
         input_dtype: what the model itself takes (``float32`` pixels 0-255, or ``uint8``).
+        resize: how images of another size reach ``image_size``, a key of
+            :data:`kclassify.data.phone.RESIZES`: ``kclassify`` (antialiased, as training did) or
+            ``mediapipe`` (as MediaPipe's ImageClassifier does on a phone, emulated exactly).
     """
 
     kind: str = ""
@@ -57,6 +60,15 @@ class Predictor(ABC):
         self.labels = list(labels)
         self.image_size = int(image_size)
         self.input_dtype = input_dtype
+        self.resize = "kclassify"
+
+    def with_resize(self, resize: str) -> "Predictor":
+        """This predictor, resizing images of another size with ``resize`` from now on (checked)."""
+        from ..data.phone import check_resize
+
+        check_resize(resize)
+        self.resize = resize
+        return self
 
     @property
     def num_classes(self) -> int:
@@ -65,7 +77,7 @@ class Predictor(ABC):
     def predict(self, images: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Class probabilities ``(N, classes)`` for uint8 RGB images ``(N, H, W, 3)``.
 
-        Images of another size are resized as training resized them.
+        Images of another size are resized with :attr:`resize` (by default as training resized them).
         """
         images = np.asarray(images)
         if images.ndim == 3:
@@ -84,7 +96,7 @@ class Predictor(ABC):
 
     def predict_files(self, paths: Sequence[str | Path], batch_size: int = DEFAULT_BATCH,
                       progress: bool | None = None) -> list[FilePrediction]:
-        """Decode files as training did and predict them; a bad file gets an error, not an exception.
+        """Decode files, resize them with :attr:`resize` and predict them; a bad file gets an error, not an exception.
 
         Args:
             progress: draw a progress bar on stderr (None: for large jobs on a terminal).
@@ -132,7 +144,7 @@ class Predictor(ABC):
 
     def describe(self) -> dict:
         return {"kind": self.kind, "path": str(self.path) if self.path else None, "labels": self.labels,
-                "image_size": self.image_size, "input_dtype": self.input_dtype}
+                "image_size": self.image_size, "input_dtype": self.input_dtype, "resize": self.resize}
 
     @abstractmethod
     def _predict_batch(self, images: np.ndarray) -> np.ndarray:
@@ -141,8 +153,11 @@ class Predictor(ABC):
     def _resize(self, images: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
+        from ..data.phone import PHONE_RESIZES
         from ..data.pipeline import resize_image
 
+        if self.resize in PHONE_RESIZES:
+            return np.stack([PHONE_RESIZES[self.resize](image, self.image_size) for image in images])
         return resize_image(tf.constant(images), self.image_size).numpy()
 
     def _decoded(self, index: list[int], paths: list[str], batch_size: int):
@@ -151,9 +166,9 @@ class Predictor(ABC):
 
         from ..data.pipeline import decode_image
 
-        size = self.image_size
+        size, resize = self.image_size, self.resize
         ds = tf.data.Dataset.from_tensor_slices((tf.constant(index, tf.int64), tf.constant(paths)))
-        ds = ds.map(lambda i, p: (i, decode_image(p, size)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda i, p: (i, decode_image(p, size, resize)), num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
         for i, images in ds:
             yield i.numpy(), images.numpy()

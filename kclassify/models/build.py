@@ -124,6 +124,7 @@ def build_classifier(
     hidden_units: int = 0,
     hidden_activation: str = "relu",
     bn_momentum: float | None = None,
+    downsample: int = 1,
     **options,
 ):
     """Build a Keras classifier that takes raw RGB pixels (0-255) and returns probabilities.
@@ -141,6 +142,9 @@ def build_classifier(
         hidden_units: size of an optional dense layer between pooling and output.
         bn_momentum: moving-average momentum for every BatchNorm layer of the backbone
             (None: the backbone's own).
+        downsample: K > 1 averages each KxK block of the input first (``AveragePooling2D``, a
+            builtin TFLite op, int8 too), so the backbone works at ``image_size / K``. A phone
+            resizes photos without antialiasing; to a K times larger input that loses far less.
         options: backbone options the registry record lists (``activation``,
             ``batch_norm``, ``width``, ``depth``); others must keep their defaults.
 
@@ -153,16 +157,22 @@ def build_classifier(
     from keras import layers
 
     spec = get(backbone)
-    size = int(image_size or spec.default_size)
-    if size < spec.min_size:
+    k = int(downsample)
+    size = int(image_size or spec.default_size * k)
+    if k < 1 or size % k:
+        raise ConfigError(f"--downsample must divide the image size into whole pixels; received downsample={k} "
+                          f"for image_size={size}. Pass an image size that is a multiple of {max(k, 1)}.")
+    if size // k < spec.min_size:
         raise ConfigError(
             f"Backbone {spec.name!r} needs an input of at least {spec.min_size}px; received "
-            f"image_size={size}. Pass --image-size {spec.min_size} or more."
+            f"image_size={size}" + (f" downsampled {k}x to {size // k}px" if k > 1 else "") +
+            f". Pass --image-size {spec.min_size * k} or more."
         )
     num_classes = int(num_classes)  # Keras 3 rejects NumPy integers as layer sizes
     inputs = keras.Input((size, size, 3), name="image")
-    x = _preprocess(spec.preprocessing, inputs)
-    base = _backbone(spec, size, weights, _backbone_options(spec, options))
+    x = layers.AveragePooling2D(k, name="downsample", **F32)(inputs) if k > 1 else inputs
+    x = _preprocess(spec.preprocessing, x)
+    base = _backbone(spec, size // k, weights, _backbone_options(spec, options))
     if bn_momentum is not None:
         for layer in _all_layers(base):
             if isinstance(layer, layers.BatchNormalization):
@@ -310,6 +320,7 @@ def classifier_for(model_config, num_classes: int, image_size: int, *, weights: 
         m.backbone, num_classes, image_size, weights=m.weights if weights is None else weights, dropout=m.dropout,
         pooling=m.pooling, hidden_units=m.hidden_units, hidden_activation=m.hidden_activation,
         activation=m.activation, batch_norm=m.batch_norm, width=m.width, depth=m.depth, bn_momentum=m.bn_momentum,
+        downsample=m.downsample,
     )
 
 

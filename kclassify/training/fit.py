@@ -225,11 +225,12 @@ def _best_model(run: RunFolder, model):
 def _cached_images(cfg: Config, data: PreparedData, run: RunFolder):
     """Decoded images of a split, cached in memory or in the run folder (see ``--cache``)."""
 
-    def images(split: str, size: int):
+    def images(split: str, size: int, resize: str = "kclassify"):
         paths, labels = data.subset(split)
         if not paths:
             return None
-        return decoded(paths, labels, size, cache_target(cfg.data.cache, len(paths), size, run.cache / split))
+        name = split if resize == "kclassify" else f"{split}_{resize}"
+        return decoded(paths, labels, size, cache_target(cfg.data.cache, len(paths), size, run.cache / name), resize)
 
     return images
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 from ..config import Config, from_yaml_file
 from ..data import PreparedData
 from ..data.augment import build_augmentation, build_mixing
-from ..data.pipeline import batches
+from ..data.pipeline import batches, mixed_resizes
 from ..models import get as get_backbone
 from ..models.build import adapt_preprocessing, classifier_for, transfer_head
 from .finetune import Phase, plan_phases, prepare_phase
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # (split, image size) -> decoded (uint8 image, label) pairs, or None when the split is empty.
 # fit caches them in its run folder; a search decodes each split once for all its trials.
-ImagesFn = Callable[[str, int], "tf.data.Dataset | None"]
+ImagesFn = Callable[..., "tf.data.Dataset | None"]  # (split, size, resize="kclassify")
 # (model, phase, first epoch, end epoch) -> that stretch's history
 PhaseFit = Callable[[keras.Model, Phase, int, int], dict]
 
@@ -61,10 +61,10 @@ class Recipe:
 
 
 def resolve(cfg: Config) -> Config:
-    """Settings with what the backbone decides filled in (the input size)."""
+    """Settings with what the backbone decides filled in (the input size: the backbone's times --downsample)."""
     if cfg.data.image_size:
         return cfg
-    return cfg.replace(image_size=get_backbone(cfg.model.backbone).default_size)
+    return cfg.replace(image_size=get_backbone(cfg.model.backbone).default_size * int(cfg.model.downsample))
 
 
 def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int = 1) -> Recipe:
@@ -72,6 +72,8 @@ def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int
     cfg = resolve(cfg)
     size, batch, seed, n = cfg.data.image_size, cfg.train.batch_size, cfg.train.seed, len(data.classes)
     train = images("train", size)
+    if cfg.data.phone_resize > 0:
+        train = mixed_resizes(train, images("train", size, "mediapipe"), cfg.data.phone_resize, seed)
     augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed)
     mix = build_mixing(cfg.data.mix, cfg.data.mix_alpha, seed)
     datasets = {

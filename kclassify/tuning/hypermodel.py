@@ -145,15 +145,16 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
     def declare(self, hp=None):
         return to_hyperparameters(self.space, hp, defaults=self.defaults())
 
-    def images(self, split: str, size: int) -> tf.data.Dataset | None:
-        """Decoded ``(uint8 image, label)`` pairs of a split at one size, decoded once per search."""
-        key = (split, size)
+    def images(self, split: str, size: int, resize: str = "kclassify") -> tf.data.Dataset | None:
+        """Decoded ``(uint8 image, label)`` pairs of a split at one size and resize, decoded once per search."""
+        key = (split, size, resize)
         if key not in self._decoded:
             paths, labels = self.data.subset(split)
             if not paths:
                 return None
-            target = cache_target(self.base.data.cache, len(paths), size, self.cache_dir / f"{split}_{size}")
-            self._decoded[key] = decoded(paths, labels, size, target)
+            name = f"{split}_{size}" + ("" if resize == "kclassify" else f"_{resize}")
+            target = cache_target(self.base.data.cache, len(paths), size, self.cache_dir / name)
+            self._decoded[key] = decoded(paths, labels, size, target, resize)
         return self._decoded[key]
 
     def recipe(self, hp) -> Recipe:
