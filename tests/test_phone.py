@@ -1,5 +1,7 @@
 """The phone's resize, emulated (kclassify.data.phone), against MediaPipe Tasks' ImageClassifier itself."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -71,36 +73,106 @@ def _striped_folder(root, per_class: int = 16, size: int = 64):
     return root
 
 
-@pytest.mark.slow
-def test_export_scores_each_tflite_file_as_mediapipe_does(tmp_path):
-    import json
-
+def _mediapipe_accuracy(file, data, tests, labels) -> float:
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
     from PIL import Image
+
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(file)), max_results=1)
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        right = [classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                              data=np.asarray(Image.open(data / path).convert("RGB"))))
+                 .classifications[0].categories[0].index == labels.index(label) for path, label in tests]
+    return float(np.mean(right))
+
+
+@pytest.mark.slow
+def test_export_gates_each_tflite_file_on_what_mediapipe_scores_and_downsample_passes_it(tmp_path):
+    import json
 
     from conftest import TINY
     from kclassify import fit
     from kclassify.export import export
 
     data = _striped_folder(tmp_path / "data")
-    run = fit(data=str(data), output=tmp_path / "run", verbose=0, **{**TINY, "epochs": 6, "test_fraction": 0.25})
-    export(run.run_dir, "tflite,tflite-int8,savedmodel", latency_runs=2)
+    settings = {**TINY, "epochs": 6, "test_fraction": 0.25}
+    run = fit(data=str(data), output=tmp_path / "run", verbose=0, **settings)
+    result = export(run.run_dir, "tflite,tflite-int8,savedmodel", latency_runs=2)
     report = json.loads((run.run_dir / "export" / "export_report.json").read_text())
     rows = {f["format"]: f for f in report["formats"]}
-    assert rows["savedmodel"]["phone_accuracy"] is None  # a server's file: no phone path
+    assert rows["savedmodel"]["phone_accuracy"] is None and rows["savedmodel"]["status"] == "ok"  # a server's file
     tests = [line.split(",") for line in (run.run_dir / "split.csv").read_text().splitlines()[1:]]
     tests = [(path, label) for path, label, split in tests if split == "test"]
     labels = (run.run_dir / "labels.txt").read_text().split()
     for name, file in (("tflite", "model.tflite"), ("tflite-int8", "model_int8.tflite")):
-        options = vision.ImageClassifierOptions(
-            base_options=BaseOptions(model_asset_path=str(run.run_dir / "export" / file)), max_results=1)
-        with vision.ImageClassifier.create_from_options(options) as classifier:
-            right = [classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB,
-                                                  data=np.asarray(Image.open(data / path).convert("RGB"))))
-                     .classifications[0].categories[0].index == labels.index(label) for path, label in tests]
         row = rows[name]
-        assert row["phone_accuracy"] == pytest.approx(np.mean(right), abs=1e-4)  # what MediaPipe scores
         # measured: accuracy 1.0, phone 0.375 (3 of 8) for both files, as MediaPipe scored them
+        assert row["phone_accuracy"] == pytest.approx(
+            _mediapipe_accuracy(run.run_dir / "export" / f"rejected-{file}", data, tests, labels), abs=1e-4)
         assert row["accuracy"] == 1.0 and row["phone_accuracy"] < 0.9  # the stripes fool the phone's resize
         assert row["phone_drop"] == pytest.approx((report["keras"]["accuracy"] - row["phone_accuracy"]) * 100, abs=0.01)
+        # the gate judges the phone: kclassify's own accuracy passes, the file does not ship
+        assert row["accuracy_drop"] <= 1 and row["status"] == "rejected" and "as a phone feeds it" in row["message"]
+        assert not (run.run_dir / "export" / file).exists()
+    assert not result.ok
+
+    # the model takes the photos' own 64 px and averages 4x4 blocks inside: the phone's resize no longer matters
+    run = fit(data=str(data), output=tmp_path / "down", verbose=0, **{**settings, "image_size": 64, "downsample": 4})
+    result = export(run.run_dir, "tflite,tflite-int8", latency_runs=2)
+    for f in result.formats:
+        assert f.status == "ok" and f.accuracy == 1.0 and f.phone_accuracy == 1.0, f
+        assert _mediapipe_accuracy(run.run_dir / "export" / Path(f.file).name, data, tests, labels) == 1.0
+
+
+def test_phone_resize_in_the_pipeline_is_the_emulation_and_an_unknown_one_says_the_choices(tmp_path):
+    from PIL import Image
+
+    from kclassify.data.pipeline import decode_files
+    from kclassify.errors import ConfigError
+
+    photos = textured(3, 40, 52)
+    paths = []
+    for i, p in enumerate(photos):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(p).save(paths[-1])
+    phone = decode_files(paths, 16, resize="mediapipe")
+    assert np.array_equal(phone, np.stack([mediapipe_resize(p, 16) for p in photos]))
+    assert np.abs(decode_files(paths, 16).astype(int) - phone).max() > 40  # the antialiased resize is another
+    with pytest.raises(ConfigError, match="Did you mean 'mediapipe'"):
+        decode_files(paths, 16, resize="mediapip")
+
+
+def test_mixed_resizes_draws_a_share_of_phone_images_afresh_each_epoch():
+    import tensorflow as tf
+
+    from kclassify.data.pipeline import mixed_resizes
+
+    n = 400
+    plain = tf.data.Dataset.from_tensor_slices((np.zeros((n, 2, 2, 3), np.uint8), np.arange(n)))
+    phone = tf.data.Dataset.from_tensor_slices((np.full((n, 2, 2, 3), 255, np.uint8), np.arange(n)))
+    assert mixed_resizes(plain, phone, 0.0) is plain
+    mixed = mixed_resizes(plain, phone, 0.25, seed=3)
+    epochs = [np.array([int(x[0, 0, 0]) == 255 for x, _ in mixed]) for _ in range(2)]
+    labels = [int(y) for _, y in mixed]
+    assert labels == list(range(n))  # images stay with their labels, in order
+    assert all(0.18 < e.mean() < 0.32 for e in epochs), [e.mean() for e in epochs]
+    assert (epochs[0] != epochs[1]).mean() > 0.2  # drawn afresh: not the same images every epoch
+    assert all(int(x[0, 0, 0]) == 255 for x, _ in mixed_resizes(plain, phone, 1.0))
+
+
+def test_downsample_averages_blocks_before_the_backbone_and_checks_the_size():
+    from kclassify.errors import ConfigError
+    from kclassify.models.build import build_classifier
+
+    model = build_classifier("small_cnn", 3, 32, downsample=2)
+    assert model.input_shape == (None, 32, 32, 3)
+    layer = model.get_layer("downsample")
+    x = np.arange(2 * 32 * 32 * 3, dtype=np.float32).reshape(2, 32, 32, 3) % 251
+    expected = x.reshape(2, 16, 2, 16, 2, 3).mean(axis=(2, 4))  # each 2x2 block's mean, by hand
+    assert np.allclose(layer(x).numpy(), expected, atol=1e-4)
+    assert build_classifier("small_cnn", 3, downsample=2).input_shape[1] == 2 * build_classifier(
+        "small_cnn", 3).input_shape[1]  # default size: the backbone's, times K
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        build_classifier("small_cnn", 3, 32, downsample=3)
+    with pytest.raises(ConfigError, match="--image-size 64 or more"):
+        build_classifier("small_cnn", 3, 32, downsample=4)  # small_cnn needs 16 px

@@ -182,7 +182,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export, format_table
 
     result = export(args.run, formats, output=args.output, max_accuracy_drop=args.max_accuracy_drop,
-                    data=args.export_data, calibration_images=args.calibration_images, threads=args.threads)
+                    data=args.export_data, calibration_images=args.calibration_images, threads=args.threads,
+                    phone=args.phone)
     print(format_table(result))
     print(f"report: {result.folder / 'export_report.json'}")
     return 0 if result.ok else 1
@@ -257,7 +258,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _load_tensorflow(args)
     from ..inference import load_predictor
 
-    predictor = load_predictor(args.model, threads=args.threads)
+    from ..data.phone import RESIZES
+
+    predictor = load_predictor(args.model, threads=args.threads).with_resize(args.preprocess)
+    log.info("images resized to %d px by %s (%s)", predictor.image_size, args.preprocess, RESIZES[args.preprocess])
     results = predictor.predict_files(files, batch_size=args.batch_size)
     write_predictions(sys.stdout, results, predictor, args.top_k, args.output_format)
     failed = [r for r in results if not r.ok]

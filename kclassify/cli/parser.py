@@ -262,6 +262,9 @@ def _add_predict(sub) -> None:
     pred.add_argument("--top-k", type=int, default=1, metavar="K", help="classes per image (default: 1)")
     pred.add_argument("--format", default="table", choices=("table", "json", "csv"), dest="output_format",
                       help="output on stdout (default: table)")
+    pred.add_argument("--preprocess", choices=tuple(RESIZES), default="kclassify",
+                      help="how photos are resized to the model's input (default: kclassify, as training did; "
+                      "mediapipe: as MediaPipe's ImageClassifier does on a phone)")
     pred.set_defaults(func=cmd_predict)
 
 
@@ -311,6 +314,9 @@ def _add_gate_flags(parser: argparse.ArgumentParser) -> None:
                         help="training images that calibrate tflite-int8 (default: 200)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="LiteRT threads when scoring and timing .tflite files (default: 1)")
+    parser.add_argument("--phone", choices=("mediapipe", "none"), default="mediapipe",
+                        help="score and gate each .tflite file also as a phone feeds it: mediapipe (MediaPipe's "
+                        "ImageClassifier resize, no antialiasing), none (skip)")
     parser.add_argument("--data", dest="export_data", metavar="SRC",
                         help="the run's data source, if it moved since training (default: the run's own)")
 

@@ -4,9 +4,9 @@ Every exported file is loaded back through the inference layer and scored on the
 test split (decoded by the data layer, as in training): accuracy, top-1 agreement with the
 Keras model, size and single-image latency on this machine; each ``.tflite`` file is scored a
 second time as a phone feeds it (MediaPipe's resize, :mod:`kclassify.data.phone`). A file that
-loses more than ``max_accuracy_drop`` points, or a float32 file that disagrees with Keras on more than
-0.1 % of the images, is not shipped under its normal name: it is kept as
-``rejected-<file>`` and the export fails.
+loses more than ``max_accuracy_drop`` points (through kclassify's resize, or as the phone feeds a
+``.tflite`` file), or a float32 file that disagrees with Keras on more than 0.1 % of the images, is
+not shipped under its normal name: it is kept as ``rejected-<file>`` and the export fails.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 from .. import __version__
 from ..config import from_yaml_file
 from ..data import prepare_data
+from ..data.phone import PHONE_RESIZES
 from ..errors import ConfigError, DataError, ExportError, RunFolderError
 from ..inference import load_predictor
 from ..inference.calibration import FILE as CALIBRATION_FILE
@@ -36,6 +37,7 @@ FLOAT_AGREEMENT = 0.999  # float32 files must predict Keras' class on at least t
 REJECTED_PREFIX = "rejected-"
 STAGING_PREFIX = ".staging-"
 REPORT = "export_report.json"
+NO_PHONE = "none"  # export(phone=...): do not score .tflite files as a phone feeds them
 
 
 @dataclass
@@ -78,7 +80,7 @@ class ExportResult:
 
 def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | None = None,
            max_accuracy_drop: float = 1.0, data: str | None = None, calibration_images: int = 200,
-           threads: int = 1, latency_runs: int = 50) -> ExportResult:
+           threads: int = 1, latency_runs: int = 50, phone: str = "mediapipe") -> ExportResult:
     """Export a finished run folder and check every file it writes.
 
     Each file is written under a staging name, scored, then moved to its name (or to
@@ -90,10 +92,13 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
         formats: names from :data:`kclassify.export.formats.FORMATS`, or a comma-separated string.
         output: where the files go (default ``RUN/export``); an existing folder must be empty or
             hold an earlier export.
-        max_accuracy_drop: accuracy points a format may lose against the Keras model.
+        max_accuracy_drop: accuracy points a format may lose against the Keras model, through
+            kclassify's resize and, for ``.tflite`` files, as the phone feeds them.
         data: the run's data source when it has moved (default: the one in config.yaml).
         calibration_images: training images full-integer quantization is calibrated on.
         threads: LiteRT threads when scoring and timing ``.tflite`` files.
+        phone: how a phone resizes photos for ``.tflite`` files, a key of
+            :data:`kclassify.data.phone.PHONE_RESIZES` (scored and gated), or ``none`` (not scored).
 
     Example:
         >>> result = export("saved_models/scenes", "tflite,tflite-int8")
@@ -101,7 +106,7 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
         [('tflite', 'ok'), ('tflite-int8', 'ok')]
     """
     names = parse_formats(formats)
-    _check_settings(max_accuracy_drop, calibration_images, threads, latency_runs)
+    _check_settings(max_accuracy_drop, calibration_images, threads, latency_runs, phone)
     folder = RunFolder(Path(run).expanduser())
     if not folder.is_complete():
         raise RunFolderError(f"{folder.root} is not a finished run (no model.keras and metrics.json): expected a "
@@ -116,7 +121,8 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
 
     images = decode_files(paths, reference.image_size)  # the data layer's decode, once for every file
     # the images as a phone resizes them: decoded once, when the first .tflite file is scored
-    phone = functools.cache(lambda: decode_files(paths, reference.image_size, resize="mediapipe"))
+    phone_images = functools.cache(lambda: decode_files(paths, reference.image_size, resize=phone)) \
+        if phone != NO_PHONE else None
     keras_top = reference.predict(images).argmax(1)
     keras_info = {"accuracy": _accuracy(keras_top, y), "latency_ms": round(reference.latency_ms(images[0], latency_runs), 3)}
     source = Source(
@@ -127,10 +133,10 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
         version=f"{folder.root.name} (kclassify {__version__})",
         calibration=_calibration(prepared, reference.image_size, calibration_images, cfg.train.seed),
     )
-    reports = [_export_format(FORMATS[name], source, out, images, phone, y, keras_top, keras_info["accuracy"],
+    reports = [_export_format(FORMATS[name], source, out, images, phone_images, y, keras_top, keras_info["accuracy"],
                               max_accuracy_drop, threads, latency_runs) for name in names]
     result = ExportResult(out, split, len(paths), keras_info, reports,
-                          settings={"max_accuracy_drop": max_accuracy_drop, "threads": threads,
+                          settings={"max_accuracy_drop": max_accuracy_drop, "threads": threads, "phone": phone,
                                     "calibration_images": calibration_images, "run": str(folder.root)})
     _relative_costs(result)
     (out / "labels.txt").write_text("\n".join(reference.labels) + "\n", encoding="utf-8")
@@ -156,6 +162,7 @@ def _export_format(fmt, source: Source, out: Path, images, phone, y, keras_top, 
         report.latency_ms = round(predictor.latency_ms(images[0], latency_runs), 3)
         if predictor.kind == "tflite":
             report.outside_xnnpack = predictor.ops_outside_delegate()
+        if predictor.kind == "tflite" and phone is not None:
             report.phone_accuracy = _accuracy(predictor.predict(phone()).argmax(1), y)
             report.phone_drop = (keras_accuracy - report.phone_accuracy) * 100
         del predictor
@@ -173,8 +180,10 @@ def _export_format(fmt, source: Source, out: Path, images, phone, y, keras_top, 
     return report
 
 
-def _check_settings(max_drop: float, calibration_images: int, threads: int, runs: int) -> None:
+def _check_settings(max_drop: float, calibration_images: int, threads: int, runs: int, phone: str) -> None:
+    phones = (*PHONE_RESIZES, NO_PHONE)
     problems = [f"{name} must be {rule}; received {value!r}" for name, value, ok, rule in (
+        ("phone", phone, phone in phones, "one of " + ", ".join(phones)),
         ("max_accuracy_drop", max_drop, max_drop >= 0, "0 or more"),
         ("calibration_images", calibration_images, calibration_images >= 1, "at least 1"),
         ("threads", threads, threads >= 1, "at least 1"),
@@ -250,6 +259,11 @@ def _gate_reasons(report: FormatReport, fmt, max_drop: float) -> list[str]:
     if report.accuracy_drop > max_drop + 1e-9:
         reasons.append(f"accuracy {report.accuracy:.4f} is {report.accuracy_drop:.2f} points below the Keras "
                        f"model (--max-accuracy-drop {max_drop:g})")
+    if report.phone_drop is not None and report.phone_drop > max_drop + 1e-9:
+        reasons.append(f"as a phone feeds it (photos resized without antialiasing) its accuracy is "
+                       f"{report.phone_accuracy:.4f}, {report.phone_drop:.2f} points below the Keras model "
+                       f"(--max-accuracy-drop {max_drop:g}; a recipe that survives the phone's resize: "
+                       "docs/android.md)")
     if fmt.float32 and report.agreement < FLOAT_AGREEMENT:
         reasons.append(f"a float32 file must give Keras' class on {FLOAT_AGREEMENT:.1%} of images; it does on "
                        f"{report.agreement:.2%}")

@@ -8,7 +8,8 @@ functions (so a served image gets the pixels a trained one did):
   ``{"instances": [{"b64": "<base64 file>"}]}``.
 - ``serving_images``: ``images``, uint8 RGB ``[N, H, W, 3]`` of any size.
 
-Both return ``probabilities`` (float32 ``[N, classes]``), ``label`` (the top class name) and
+Both resize as training did (``resize: kclassify`` in ``kclassify.json``: bilinear with antialiasing),
+so raw camera frames of any size get the pixels a trained image did. Both return ``probabilities`` (float32 ``[N, classes]``), ``label`` (the top class name) and
 ``score`` (its probability). ``export`` places it as TF Serving expects under a model's base
 path: ``savedmodel/1/``, then ``savedmodel/2/`` for the next export (TF Serving loads a new
 version number; it does not reload one it has served).
@@ -52,5 +53,6 @@ def write_savedmodel(model, labels: list[str], image_size: int, target: Path) ->
     archive.write_out(str(target), verbose=False)
     info = target / SAVEDMODEL_INFO
     info.parent.mkdir(parents=True, exist_ok=True)
-    info.write_text(json.dumps({"labels": names, "image_size": size}, indent=1) + "\n", encoding="utf-8")
+    info.write_text(json.dumps({"labels": names, "image_size": size, "resize": "kclassify"}, indent=1) + "\n",
+                    encoding="utf-8")
     (target / "assets.extra" / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")

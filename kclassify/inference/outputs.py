@@ -37,7 +37,8 @@ def write_predictions(out: IO[str], results: list[FilePrediction], predictor: Pr
     """Write each file's top ``k`` classes (or its error) as ``table``, ``json`` or ``csv``."""
     rows = [(r, predictor.top_k(r.probabilities[None], k)[0] if r.ok else None) for r in results]
     if fmt == "json":
-        doc = [{"path": r.path, "predictions": [{"label": lab, "probability": round(p, 6)} for lab, p in top]}
+        doc = [{"path": r.path, "resize": predictor.resize,
+                "predictions": [{"label": lab, "probability": round(p, 6)} for lab, p in top]}
                if r.ok else {"path": r.path, "error": r.error} for r, top in rows]
         json.dump(doc, out, indent=1)
         out.write("\n")

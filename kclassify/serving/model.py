@@ -42,7 +42,7 @@ class ServedModel:
         p = self.predictor
         return {"model": self.name, "version": self.version, "backend": p.kind, "path": str(p.path),
                 "labels": p.labels, "image_size": p.image_size, "input_dtype": p.input_dtype,
-                "temperature": self.temperature}
+                "resize": "kclassify", "temperature": self.temperature}  # images.Decoder resizes as training did
 
 
 def load_served(target: str | Path, backend: str = "auto", *, threads: int | None = None,
