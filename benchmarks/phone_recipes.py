@@ -1,6 +1,7 @@
 """Which recipe survives the phone's resize: candidates trained side by side over several splits (issue 26).
 
     python benchmarks/phone_recipes.py DATA --out bench/phone [--sizes 32 64] [--seeds 1 2 3] [--epochs 10]
+        [any fit flag, given to every fit]
 
 For each working size S, split seed and candidate, one ``kclassify fit`` (which scores the test split
 through kclassify's own antialiased resize), then ``kclassify evaluate RUN --preprocess mediapipe`` (the
@@ -62,9 +63,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more fit flags for every run")
-    args = parser.parse_args()
-    extra = [a for a in args.extra if a != "--"]
+    args, extra = parser.parse_known_args()  # other flags go to every fit
     rows = []
     for size in args.sizes:
         for seed in args.seeds:

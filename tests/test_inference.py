@@ -120,6 +120,9 @@ def test_tflite_labels_travel_in_the_metadata(tiny_export, tmp_path):
     meta = read_metadata(alone.read_bytes())
     assert meta.labels == LABELS and meta.label_file == "labels.txt" and meta.normalization is None
     assert read_metadata((tiny_export.folder / "model.tflite").read_bytes()).normalization == ([0.0], [1.0])
+    # what a phone must do to a photo: the input size and the resize, for whoever opens the file
+    assert meta.input_description.startswith("A 16x16 px photo: the whole photo resized to it, stretched")
+    assert "antialiasing" in meta.input_description and "uint8" in meta.input_description
 
 
 def test_load_errors_name_the_path_and_what_was_expected(tiny_run, tiny_export, tmp_path):

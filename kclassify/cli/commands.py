@@ -261,7 +261,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.phone import RESIZES
 
     predictor = load_predictor(args.model, threads=args.threads).with_resize(args.preprocess)
-    log.info("images resized to %d px by %s (%s)", predictor.image_size, args.preprocess, RESIZES[args.preprocess])
+    (log.info if args.preprocess != "kclassify" else log.debug)(  # quiet by default: stdout is the answer
+        "images resized to %d px by %s (%s)", predictor.image_size, args.preprocess, RESIZES[args.preprocess])
     results = predictor.predict_files(files, batch_size=args.batch_size)
     write_predictions(sys.stdout, results, predictor, args.top_k, args.output_format)
     failed = [r for r in results if not r.ok]

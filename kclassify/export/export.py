@@ -132,6 +132,7 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
                      f"trained by kclassify on {cfg.data.data}"),
         version=f"{folder.root.name} (kclassify {__version__})",
         calibration=_calibration(prepared, reference.image_size, calibration_images, cfg.train.seed),
+        input_description=input_description(reference.image_size, cfg.model.downsample, cfg.data.phone_resize),
     )
     reports = [_export_format(FORMATS[name], source, out, images, phone_images, y, keras_top, keras_info["accuracy"],
                               max_accuracy_drop, threads, latency_runs) for name in names]
@@ -145,6 +146,18 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
         write_json(out / CALIBRATION_FILE, calibration)
     write_json(out / REPORT, _report_doc(result))
     return result
+
+
+def input_description(size: int, downsample: int = 1, phone_resize: float = 0.0) -> str:
+    """What a phone must do to a photo for this model, for the TFLite metadata (see ``docs/android.md``)."""
+    text = f"A {size}x{size} px photo: the whole photo resized to it, stretched (no crop, no border)."
+    if downsample > 1:
+        return text + (f" The model averages {downsample}x{downsample} blocks first (its backbone works at "
+                       f"{size // downsample} px), so a plain bilinear resize without antialiasing, as MediaPipe's "
+                       "ImageClassifier does, loses little.")
+    mix = f" and {phone_resize:.0%} as MediaPipe resizes" if phone_resize > 0 else ""
+    return text + f" Trained on photos resized bilinear with antialiasing{mix}; export_report.json's phone " \
+        "column scores MediaPipe's resize (no antialiasing)."
 
 
 def _export_format(fmt, source: Source, out: Path, images, phone, y, keras_top, keras_accuracy: float,

@@ -20,6 +20,7 @@ class Source:
     description: str
     version: str
     calibration: Callable[[], Any]  # uint8 training images for full-integer calibration (decoded on first use)
+    input_description: str = ""  # the input size and the resize a photo needs, for the TFLite metadata
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def _tflite_writer(options: Callable[[Source], dict], *, integer: bool = False) 
         if integer:
             check_integer(data, path.name)
         path.write_bytes(with_metadata(data, src.labels, name=src.name, description=src.description,
-                                       version=src.version, float_input=not integer))
+                                       version=src.version, float_input=not integer,
+                                       input_description=src.input_description))
 
     return write
 

@@ -25,10 +25,12 @@ MIN_PARSER_VERSION = "1.0.0"  # only fields of metadata schema 1.0.0 are used
 
 
 def with_metadata(model_bytes: bytes, labels: list[str], *, name: str, description: str, version: str,
-                  float_input: bool) -> bytes:
+                  float_input: bool, input_description: str = "") -> bytes:
     """``model_bytes`` with TFLite metadata (image in, labelled probabilities out) and its label file.
 
     Args:
+        input_description: what the image input expects (its size, how to resize a photo to it),
+            written before the pixel range in the input tensor's description.
         float_input: the model takes float pixels (records NormalizationOptions mean 0,
             std 1); otherwise uint8 pixels go in as they are.
     """
@@ -36,7 +38,8 @@ def with_metadata(model_bytes: bytes, labels: list[str], *, name: str, descripti
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
     keep = [m for m in (model.metadata or []) if m.name != METADATA_NAME]
-    model.buffers.append(_buffer(_metadata_flatbuffer(labels, name, description, version, float_input)))
+    model.buffers.append(_buffer(_metadata_flatbuffer(labels, name, description, version, float_input,
+                                                      input_description)))
     entry = _schema().MetadataT()
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata = keep + [entry]
@@ -61,10 +64,11 @@ def _buffer(data: bytes):
     return buffer
 
 
-def _metadata_flatbuffer(labels, name, description, version, float_input) -> bytes:
+def _metadata_flatbuffer(labels, name, description, version, float_input, input_description="") -> bytes:
     image = meta_fb.TensorMetadataT()
     image.name = "image"
-    image.description = (f"RGB image, pixel values 0-255 ({'float32' if float_input else 'uint8'}); "
+    image.description = ((input_description.rstrip() + " " if input_description else "") +
+                         f"RGB image, pixel values 0-255 ({'float32' if float_input else 'uint8'}); "
                          "the model normalizes inside.")
     image.content = meta_fb.ContentT()
     image.content.contentPropertiesType = meta_fb.ContentProperties.ImageProperties

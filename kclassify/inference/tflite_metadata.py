@@ -29,6 +29,7 @@ class TFLiteMetadata:
     label_file: str | None
     normalization: tuple[list[float], list[float]] | None  # (mean, std) of the input, if any
     files: list[str]  # names in the appended zip archive
+    input_description: str = ""  # the image input's: its size and how to resize a photo to it
 
 
 def metadata_buffer(model_bytes: bytes) -> bytes | None:
@@ -65,6 +66,7 @@ def read_metadata(model_bytes: bytes) -> TFLiteMetadata | None:
     return TFLiteMetadata(
         name=_text(doc.name), description=_text(doc.description), version=_text(doc.version),
         labels=labels, label_file=label_file, normalization=_normalization(doc), files=files,
+        input_description=_input_description(doc),
     )
 
 
@@ -90,6 +92,12 @@ def _label_file(doc) -> str | None:
              if f.type == meta_fb.AssociatedFileType.TENSOR_AXIS_LABELS]
     files.sort(key=lambda f: bool(f.locale))
     return _text(files[0].name) if files else None
+
+
+def _input_description(doc) -> str:
+    subgraphs = doc.subgraphMetadata or []
+    inputs = subgraphs[0].inputTensorMetadata if subgraphs else None
+    return _text(inputs[0].description) if inputs else ""
 
 
 def _normalization(doc):
