@@ -7,12 +7,12 @@ For each working size S, split seed and candidate, one ``kclassify fit`` (which 
 through kclassify's own antialiased resize), then ``kclassify evaluate RUN --preprocess mediapipe`` (the
 same model fed the test photos as MediaPipe's ImageClassifier resizes them on a phone). Candidates:
 
-- ``base``: ``--image-size S``, the recipe before this benchmark;
-- ``mix``: ``--image-size S --phone-resize 0.5``: half the training images, drawn afresh each epoch,
-  resized as the phone does;
-- ``down2``: ``--image-size 2S --downsample 2``: the model takes 2S px and averages 2x2 blocks first,
-  so the backbone works at S px as in ``base`` and the phone's plain resize is a milder one;
-- ``down2mix``: both.
+- ``base``: ``--image-size S --input-scale 1 --phone-resize 0``, the recipe before this benchmark;
+- ``mix``: ``--phone-resize 0.5``: half the training images, drawn afresh each epoch, resized as the
+  phone does;
+- ``scale2``: ``--input-scale 2``: the model takes 2S px and averages 2x2 blocks first, so the backbone
+  works at S px as in ``base`` and the phone's plain resize is a milder one;
+- ``scale2mix``: both.
 
 Prints a table of mean accuracies per (size, candidate), and ``kclassify compare`` of each candidate against
 ``base`` on every split (phone path and kclassify path). Runs already in --out are reused.
@@ -26,11 +26,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-CANDIDATES = {
-    "base": lambda s: ["--image-size", str(s)],
-    "mix": lambda s: ["--image-size", str(s), "--phone-resize", "0.5"],
-    "down2": lambda s: ["--image-size", str(2 * s), "--downsample", "2"],
-    "down2mix": lambda s: ["--image-size", str(2 * s), "--downsample", "2", "--phone-resize", "0.5"],
+CANDIDATES = {  # name -> its flags at image size S (every flag given, whatever the defaults are)
+    "base": lambda s: ["--image-size", str(s), "--input-scale", "1", "--phone-resize", "0"],
+    "mix": lambda s: ["--image-size", str(s), "--input-scale", "1", "--phone-resize", "0.5"],
+    "scale2": lambda s: ["--image-size", str(s), "--input-scale", "2", "--phone-resize", "0"],
+    "scale2mix": lambda s: ["--image-size", str(s), "--input-scale", "2", "--phone-resize", "0.5"],
 }
 KCLASSIFY = [sys.executable, "-m", "kclassify"]
 

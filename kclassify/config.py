@@ -97,9 +97,10 @@ class ModelConfig:
     batch_norm: bool = _opt(True, "BatchNorm after each convolution of alexnet")
     width: float = _opt(1.0, "channel multiplier of small_cnn's blocks (2: about 4x the compute)", low=0.125, high=8.0)
     depth: int = _opt(1, "3x3 convolutions per block of small_cnn (2: VGG-style pairs)", low=1, high=4)
-    downsample: int = _opt(
-        1, "the model averages each KxK block of its input first, so the backbone works at image_size/K: a phone's "
-        "plain resize to the larger input loses little (default image size: the backbone's times K)", low=1, high=8)
+    input_scale: int | None = _opt(
+        None, "the model takes photos at K times --image-size and averages each KxK block first, inside the model "
+        "(so on a phone too): a phone's resize without antialiasing to the larger input loses little. Default: 2 "
+        "while the input stays within 256 px, else 1", low=1, high=8)
     bn_momentum: float | None = _opt(
         None, "moving-average momentum of every BatchNorm layer (default: the backbone's own, 0.9 in small_cnn "
         "and alexnet; Keras' 0.99 leaves short from-scratch runs with stale statistics)", low=0.0, high=1.0)

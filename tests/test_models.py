@@ -24,7 +24,7 @@ ZOO = [n if n in FIRST_OF_FAMILY.values() else pytest.param(n, marks=pytest.mark
 
 
 def test_families_cover_the_registry():
-    assert len(FIRST_OF_FAMILY) == 16 and family("resnet101_v2") == "resnet_v2"
+    assert len(FIRST_OF_FAMILY) == 18 and family("resnet101_v2") == "resnet_v2"
     assert {"vgg16", "resnet50", "mobilenet_v3_small", "efficientnet_v2_b0", "convnext_tiny"} <= set(FIRST_OF_FAMILY.values())
 
 

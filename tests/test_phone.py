@@ -87,7 +87,7 @@ def _mediapipe_accuracy(file, data, tests, labels) -> float:
 
 
 @pytest.mark.slow
-def test_export_gates_each_tflite_file_on_what_mediapipe_scores_and_downsample_passes_it(tmp_path):
+def test_export_gates_each_tflite_file_on_what_mediapipe_scores_and_input_scale_passes_it(tmp_path):
     import json
 
     from conftest import TINY
@@ -95,7 +95,7 @@ def test_export_gates_each_tflite_file_on_what_mediapipe_scores_and_downsample_p
     from kclassify.export import export
 
     data = _striped_folder(tmp_path / "data")
-    settings = {**TINY, "epochs": 6, "test_fraction": 0.25}
+    settings = {**TINY, "epochs": 6, "test_fraction": 0.25, "input_scale": 1}
     run = fit(data=str(data), output=tmp_path / "run", verbose=0, **settings)
     result = export(run.run_dir, "tflite,tflite-int8,savedmodel", latency_runs=2)
     report = json.loads((run.run_dir / "export" / "export_report.json").read_text())
@@ -117,7 +117,7 @@ def test_export_gates_each_tflite_file_on_what_mediapipe_scores_and_downsample_p
     assert not result.ok
 
     # the model takes the photos' own 64 px and averages 4x4 blocks inside: the phone's resize no longer matters
-    run = fit(data=str(data), output=tmp_path / "down", verbose=0, **{**settings, "image_size": 64, "downsample": 4})
+    run = fit(data=str(data), output=tmp_path / "scaled", verbose=0, **{**settings, "input_scale": 4})
     result = export(run.run_dir, "tflite,tflite-int8", latency_runs=2)
     for f in result.formats:
         assert f.status == "ok" and f.accuracy == 1.0 and f.phone_accuracy == 1.0, f
@@ -160,19 +160,23 @@ def test_mixed_resizes_draws_a_share_of_phone_images_afresh_each_epoch():
     assert all(int(x[0, 0, 0]) == 255 for x, _ in mixed_resizes(plain, phone, 1.0))
 
 
-def test_downsample_averages_blocks_before_the_backbone_and_checks_the_size():
+def test_input_scale_averages_blocks_before_the_backbone_and_defaults_to_2_up_to_256_px():
+    from kclassify.config import Config
     from kclassify.errors import ConfigError
     from kclassify.models.build import build_classifier
+    from kclassify.training.recipe import input_size, resolve
 
-    model = build_classifier("small_cnn", 3, 32, downsample=2)
+    model = build_classifier("small_cnn", 3, 16, input_scale=2)
     assert model.input_shape == (None, 32, 32, 3)
     layer = model.get_layer("downsample")
     x = np.arange(2 * 32 * 32 * 3, dtype=np.float32).reshape(2, 32, 32, 3) % 251
     expected = x.reshape(2, 16, 2, 16, 2, 3).mean(axis=(2, 4))  # each 2x2 block's mean, by hand
     assert np.allclose(layer(x).numpy(), expected, atol=1e-4)
-    assert build_classifier("small_cnn", 3, downsample=2).input_shape[1] == 2 * build_classifier(
-        "small_cnn", 3).input_shape[1]  # default size: the backbone's, times K
-    with pytest.raises(ConfigError, match="multiple of 3"):
-        build_classifier("small_cnn", 3, 32, downsample=3)
-    with pytest.raises(ConfigError, match="--image-size 64 or more"):
-        build_classifier("small_cnn", 3, 32, downsample=4)  # small_cnn needs 16 px
+    assert build_classifier("small_cnn", 3, 16).input_shape == (None, 16, 16, 3)  # the function's own default: 1
+    with pytest.raises(ConfigError, match="at least 1"):
+        build_classifier("small_cnn", 3, 16, input_scale=0)
+    # the settings' default: 2 while the doubled input stays within 256 px (small_cnn's 64 -> 128), else 1
+    assert input_size(Config()) == 128 and resolve(Config()).model.input_scale == 2
+    assert input_size(Config().replace(image_size=128)) == 256
+    assert input_size(Config().replace(backbone="mobilenet_v2")) == 224
+    assert input_size(Config().replace(image_size=32, input_scale=3)) == 96

@@ -132,7 +132,7 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
                      f"trained by kclassify on {cfg.data.data}"),
         version=f"{folder.root.name} (kclassify {__version__})",
         calibration=_calibration(prepared, reference.image_size, calibration_images, cfg.train.seed),
-        input_description=input_description(reference.image_size, cfg.model.downsample, cfg.data.phone_resize),
+        input_description=input_description(reference.image_size, cfg.model.input_scale or 1, cfg.data.phone_resize),
     )
     reports = [_export_format(FORMATS[name], source, out, images, phone_images, y, keras_top, keras_info["accuracy"],
                               max_accuracy_drop, threads, latency_runs) for name in names]
@@ -148,16 +148,16 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
     return result
 
 
-def input_description(size: int, downsample: int = 1, phone_resize: float = 0.0) -> str:
+def input_description(size: int, input_scale: int = 1, phone_resize: float = 0.0) -> str:
     """What a phone must do to a photo for this model, for the TFLite metadata (see ``docs/android.md``)."""
-    text = f"A {size}x{size} px photo: the whole photo resized to it, stretched (no crop, no border)."
-    if downsample > 1:
-        return text + (f" The model averages {downsample}x{downsample} blocks first (its backbone works at "
-                       f"{size // downsample} px), so a plain bilinear resize without antialiasing, as MediaPipe's "
-                       "ImageClassifier does, loses little.")
-    mix = f" and {phone_resize:.0%} as MediaPipe resizes" if phone_resize > 0 else ""
-    return text + f" Trained on photos resized bilinear with antialiasing{mix}; export_report.json's phone " \
-        "column scores MediaPipe's resize (no antialiasing)."
+    text = f"A {size}x{size} px photo: the whole photo resized to it, stretched (no crop, no border), bilinear."
+    if input_scale > 1:
+        text += (f" The model averages {input_scale}x{input_scale} blocks first (its backbone works at "
+                 f"{size // input_scale} px), so a resize without antialiasing, as MediaPipe's ImageClassifier "
+                 "does, loses little.")
+    mix = f" ({phone_resize:.0%} of them as MediaPipe resizes)" if phone_resize > 0 else ""
+    return text + f" Trained on photos resized with antialiasing{mix}; export_report.json's phone column " \
+        "scores MediaPipe's resize."
 
 
 def _export_format(fmt, source: Source, out: Path, images, phone, y, keras_top, keras_accuracy: float,

@@ -12,6 +12,17 @@ from .small_cnn import activation_layer
 log = logging.getLogger(__name__)
 
 NORMALIZATION_LAYER = "normalization"
+DOWNSAMPLE_LAYER = "downsample"  # with input_scale K > 1: the KxK average the input goes through first
+AUTO_SCALE_MAX_INPUT = 256  # --input-scale's default: 2 while the input stays within this, else 1
+
+
+def default_input_scale(image_size: int) -> int:
+    """``--input-scale`` when not given: 2 where the doubled input stays within 256 px, else 1.
+
+    Measured on intel_scenes (docs/benchmarks.md, issue 26) at 32 and 64 px; above, a doubled input
+    would cost a 4x larger decode cache and augmentation for pretrained backbones that were not measured.
+    """
+    return 2 if 2 * int(image_size) <= AUTO_SCALE_MAX_INPUT else 1
 
 
 WEIGHT_KEYWORDS = ("none", "imagenet")  # --weights values that name no file, even beside a folder of that name
@@ -124,7 +135,7 @@ def build_classifier(
     hidden_units: int = 0,
     hidden_activation: str = "relu",
     bn_momentum: float | None = None,
-    downsample: int = 1,
+    input_scale: int = 1,
     **options,
 ):
     """Build a Keras classifier that takes raw RGB pixels (0-255) and returns probabilities.
@@ -142,9 +153,10 @@ def build_classifier(
         hidden_units: size of an optional dense layer between pooling and output.
         bn_momentum: moving-average momentum for every BatchNorm layer of the backbone
             (None: the backbone's own).
-        downsample: K > 1 averages each KxK block of the input first (``AveragePooling2D``, a
-            builtin TFLite op, int8 too), so the backbone works at ``image_size / K``. A phone
-            resizes photos without antialiasing; to a K times larger input that loses far less.
+        input_scale: K > 1 makes the input K times ``image_size`` and averages each KxK block
+            first (``AveragePooling2D``, a builtin TFLite op, int8 too), so the backbone still works
+            at ``image_size``. A phone resizes photos without antialiasing; to a K times larger
+            input that loses far less (``docs/android.md``).
         options: backbone options the registry record lists (``activation``,
             ``batch_norm``, ``width``, ``depth``); others must keep their defaults.
 
@@ -157,22 +169,19 @@ def build_classifier(
     from keras import layers
 
     spec = get(backbone)
-    k = int(downsample)
-    size = int(image_size or spec.default_size * k)
-    if k < 1 or size % k:
-        raise ConfigError(f"--downsample must divide the image size into whole pixels; received downsample={k} "
-                          f"for image_size={size}. Pass an image size that is a multiple of {max(k, 1)}.")
-    if size // k < spec.min_size:
+    size, k = int(image_size or spec.default_size), int(input_scale)
+    if size < spec.min_size:
         raise ConfigError(
             f"Backbone {spec.name!r} needs an input of at least {spec.min_size}px; received "
-            f"image_size={size}" + (f" downsampled {k}x to {size // k}px" if k > 1 else "") +
-            f". Pass --image-size {spec.min_size * k} or more."
+            f"image_size={size}. Pass --image-size {spec.min_size} or more."
         )
+    if k < 1:
+        raise ConfigError(f"--input-scale must be a whole number of at least 1; received {input_scale!r}.")
     num_classes = int(num_classes)  # Keras 3 rejects NumPy integers as layer sizes
-    inputs = keras.Input((size, size, 3), name="image")
-    x = layers.AveragePooling2D(k, name="downsample", **F32)(inputs) if k > 1 else inputs
+    inputs = keras.Input((size * k, size * k, 3), name="image")
+    x = layers.AveragePooling2D(k, name=DOWNSAMPLE_LAYER, **F32)(inputs) if k > 1 else inputs
     x = _preprocess(spec.preprocessing, x)
-    base = _backbone(spec, size // k, weights, _backbone_options(spec, options))
+    base = _backbone(spec, size, weights, _backbone_options(spec, options))
     if bn_momentum is not None:
         for layer in _all_layers(base):
             if isinstance(layer, layers.BatchNormalization):
@@ -320,7 +329,7 @@ def classifier_for(model_config, num_classes: int, image_size: int, *, weights: 
         m.backbone, num_classes, image_size, weights=m.weights if weights is None else weights, dropout=m.dropout,
         pooling=m.pooling, hidden_units=m.hidden_units, hidden_activation=m.hidden_activation,
         activation=m.activation, batch_norm=m.batch_norm, width=m.width, depth=m.depth, bn_momentum=m.bn_momentum,
-        downsample=m.downsample,
+        input_scale=m.input_scale or 1,
     )
 
 

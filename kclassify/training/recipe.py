@@ -26,7 +26,7 @@ from ..data import PreparedData
 from ..data.augment import build_augmentation, build_mixing
 from ..data.pipeline import batches, mixed_resizes
 from ..models import get as get_backbone
-from ..models.build import adapt_preprocessing, classifier_for, transfer_head
+from ..models.build import adapt_preprocessing, classifier_for, default_input_scale, transfer_head
 from .finetune import Phase, plan_phases, prepare_phase
 from .losses import build_loss, class_weights
 from .optimizers import build_optimizer
@@ -61,16 +61,24 @@ class Recipe:
 
 
 def resolve(cfg: Config) -> Config:
-    """Settings with what the backbone decides filled in (the input size: the backbone's times --downsample)."""
-    if cfg.data.image_size:
-        return cfg
-    return cfg.replace(image_size=get_backbone(cfg.model.backbone).default_size * int(cfg.model.downsample))
+    """Settings with what the backbone decides filled in: the image size, and the input scale from it."""
+    if not cfg.data.image_size:
+        cfg = cfg.replace(image_size=get_backbone(cfg.model.backbone).default_size)
+    if cfg.model.input_scale is None:
+        cfg = cfg.replace(input_scale=default_input_scale(cfg.data.image_size))
+    return cfg
+
+
+def input_size(cfg: Config) -> int:
+    """The model's input in pixels (what images are decoded to): ``--image-size`` times ``--input-scale``."""
+    cfg = resolve(cfg)
+    return int(cfg.data.image_size) * int(cfg.model.input_scale)
 
 
 def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int = 1) -> Recipe:
     """Pipelines, phases and monitor for ``cfg`` over decoded images from ``images``."""
     cfg = resolve(cfg)
-    size, batch, seed, n = cfg.data.image_size, cfg.train.batch_size, cfg.train.seed, len(data.classes)
+    size, batch, seed, n = input_size(cfg), cfg.train.batch_size, cfg.train.seed, len(data.classes)
     train = images("train", size)
     if cfg.data.phone_resize > 0:
         train = mixed_resizes(train, images("train", size, "mediapipe"), cfg.data.phone_resize, seed)
