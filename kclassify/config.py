@@ -128,6 +128,15 @@ class TrainConfig:
     label_smoothing: float = _opt(0.0, "label smoothing (crossentropy, focal)", low=0.0, high=0.5)
     focal_gamma: float = _opt(2.0, "focusing parameter of the focal loss", low=0.0)
     class_weight: str = _opt("none", "weight classes by inverse frequency", CLASS_WEIGHTS)
+    teacher: str | None = _opt(
+        None, "distil from these models (comma-separated run folders or model files with the same classes; several "
+        "are averaged): each sees the student's augmented batch")
+    distill_alpha: float = _opt(
+        0.5, "with --teacher: weight of the teacher's softened probabilities in the loss (the labels get 1 - alpha)",
+        low=0.0, high=1.0)
+    distill_temperature: float = _opt(
+        2.0, "with --teacher: temperature that softens teacher and student before their KL divergence", low=0.1,
+        high=20.0)
     early_stopping: int = _opt(
         0, "stop after this many epochs without improvement (0: off)", low=0
     )

@@ -1,6 +1,7 @@
 """kclassify tune: each algorithm, outputs, resume, best_hparams reused by fit, --then-fit."""
 
 import csv
+from pathlib import Path
 
 import pytest
 import yaml
@@ -70,7 +71,8 @@ def test_rerun_resumes_and_tops_up_to_the_asked_count(small_data, tmp_path):
 def test_cli_tune_then_fit(small_data, tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["tune", "--data", str(small_data), "--space", "default", "--max-trials", "2", "--epochs", "1",
-                 "--image-size", "16", "--batch-size", "8", "--output", str(out), "--then-fit", "--export", "tflite"])
+                 "--image-size", "16", "--batch-size", "8", "--output", str(out), "--then-fit", "--export", "tflite",
+                 "--distill", "2"])
     assert code == 0
     assert (out / "best_run" / "model.keras").is_file() and (out / "best_run" / "metrics.json").is_file()
     assert (out / "best_run" / "export" / "model.tflite").is_file()  # search, retrain, export: one command
@@ -78,6 +80,15 @@ def test_cli_tune_then_fit(small_data, tmp_path, capsys):
     fitted = load_yaml(out / "best_run" / "config.yaml")
     assert all(fitted[k] == v for k, v in best.items())
     assert "best val_accuracy" in capsys.readouterr().out
+    # --distill 2: the final fit learned from the two trials' own models, written as run folders
+    import json
+
+    teachers = json.loads((out / "best_run" / "run.json").read_text())["teachers"]
+    assert sorted(t["path"] for t in teachers) == sorted(str(p) for p in (out / "teachers").iterdir())
+    assert len(teachers) == 2 and fitted["teacher"] == ",".join(t["path"] for t in teachers)
+    scores = {row["trial"]: float(row["score"]) for row in _rows(out) if row["score"]}
+    first = json.loads((out / "teachers" / Path(teachers[0]["path"]).name / "run.json").read_text())["from_trial"]
+    assert first["val_accuracy"] == max(scores.values())  # the best trial teaches first
 
 
 @pytest.mark.slow

@@ -105,6 +105,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
                           "with `kclassify export RUN`.")
     check_final_share(args.final_share, args.time_budget, args.then_fit)
     check_final_data(args.final_data, args.then_fit)
+    from ..tuning.final import check_distill
+
+    check_distill(args.distill, args.then_fit)
     check_time_budget(args.time_budget, args.distributed)
     _load_tensorflow(args)
     from ..tuning.tune import Budget, base_settings, configure_distributed, tune
@@ -130,7 +133,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         left = args.time_budget - (time.perf_counter() - started) if args.final_share else None
         run = best_run(result.folder, base_settings(result.folder, cfg), space, args.then_fit,
                        verbose=_keras_verbosity(not args.verbose_trials), seconds=left,
-                       final_data=args.final_data)
+                       final_data=args.final_data, distill=args.distill)
         test = run.metrics.get("test")
         print(f"{run.run_dir}: test accuracy {test['accuracy']:.4f}" if test else f"{run.run_dir}: no test split")
         _report_after(run)

@@ -163,6 +163,9 @@ def _add_tune(sub) -> None:
     tune.add_argument("--final-data", default="train", choices=tuple(FINAL_DATA),
                       help="with --then-fit (retrain): what the final model trains on: "
                       + "; ".join(f"{k}: {v}" for k, v in FINAL_DATA.items()) + " (default: train)")
+    tune.add_argument("--distill", type=int, default=0, metavar="K",
+                      help="with --then-fit (retrain): the final model also learns from the K best trials' own models "
+                      "(an ensemble of teachers, as fit --teacher), within the same budget")
     tune.add_argument("--distributed", choices=("chief", "worker"),
                       help="KerasTuner's distributed mode: one chief serves trials, workers run them")
     tune.add_argument("--oracle", help="HOST:PORT of the chief (or KERASTUNER_ORACLE_IP/PORT)")

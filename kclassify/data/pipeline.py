@@ -142,6 +142,7 @@ def batches(
     seed: int = 0,
     augment=None,
     mix=None,
+    targets=None,
     replicas: int = 1,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 images in 0..255, one-hot labels)`` from :func:`decoded`.
@@ -151,6 +152,9 @@ def batches(
         augment: a Keras layer applied to training batches (None: no augmentation).
         mix: ``(images, labels) -> (images, labels)`` applied to augmented training batches
             (see :func:`kclassify.data.augment.build_mixing`; None: no mixing).
+        targets: ``(images, labels) -> targets`` or ``(targets, per-image weights)``, applied last to
+            training batches, on the images the model will see (e.g. labels and a teacher's
+            probabilities; None: the labels).
         replicas: devices a batch is split over. With more than one, a last batch
             smaller than the number of replicas would leave one empty, which
             MirroredStrategy cannot run: training drops that remainder (a different
@@ -180,6 +184,12 @@ def batches(
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=AUTOTUNE)
     if training and mix is not None:
         ds = ds.map(mix, num_parallel_calls=AUTOTUNE)
+    if training and targets is not None:
+        def retarget(x, y):
+            out = targets(x, y)  # targets, or (targets, per-image weights)
+            return (x, *out) if isinstance(out, tuple) else (x, out)
+
+        ds = ds.map(retarget, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
 
 

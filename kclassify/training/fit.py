@@ -99,9 +99,11 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     resuming = _open_run_folder(run, cfg)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = _prepare(cfg, run, resuming)
+    taught_by = run.read_json(run.run_json).get("teachers") if resuming and run.run_json.is_file() else None
     _write_run_start(run, cfg, data, started)
 
     recipe = make_recipe(cfg, data, _cached_images(cfg, data, run), strategy.num_replicas_in_sync)
+    _record_teachers(run, recipe.teachers, taught_by)
     budget = _time_budget(clock_started + time_budget, data) if time_budget else None
     with precision(cfg.train.mixed_precision), strategy.scope():
         model = build_model(recipe)
@@ -338,6 +340,21 @@ def _evaluate_test(model, data: PreparedData) -> dict[str, Any]:
     y = np.asarray([label for _, label in scored])
     picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
     return {"test": {"accuracy": float(np.mean(probs.argmax(1) == y)), "loss": float(-np.mean(np.log(picked)))}}
+
+
+def _record_teachers(run: RunFolder, teachers: list, taught_by: list[dict] | None) -> None:
+    """run.json's ``teachers`` (paths, fingerprints); a resumed run refuses teachers whose files changed."""
+    if not teachers:
+        return
+    now = [t.describe() for t in teachers]
+    if taught_by is not None and [t["fingerprint"] for t in taught_by] != [t["fingerprint"] for t in now]:
+        raise ConfigError(
+            f"{run.root} was being distilled from teachers whose files have changed since (recorded: "
+            f"{[t['path'] for t in taught_by]}). Resuming would mix two teachers: restore them, or start a new "
+            "run folder.")
+    info = run.read_json(run.run_json)
+    info["teachers"] = now
+    write_json(run.run_json, info)
 
 
 def _write_run_end(run, model, metrics, throughput, started, data, **extra) -> None:

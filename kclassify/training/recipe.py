@@ -27,6 +27,7 @@ from ..data.augment import build_augmentation, build_mixing
 from ..data.pipeline import batches, mixed_resizes
 from ..models import get as get_backbone
 from ..models.build import adapt_preprocessing, classifier_for, default_input_scale, transfer_head
+from .distill import DistillationLoss, OnLabels, load_teachers, with_teacher_targets
 from .finetune import Phase, plan_phases, prepare_phase
 from .losses import build_loss, class_weights
 from .optimizers import build_optimizer
@@ -50,9 +51,13 @@ class Recipe:
     phases: list[Phase]
     monitor: str
     steps: int  # training steps per epoch
+    teachers: list = dataclasses.field(default_factory=list)  # distill.Teacher, from --teacher
 
     @property
     def class_weight(self) -> dict[int, float] | None:
+        """Keras' ``class_weight``; None when distilling (the pipeline weighs the images itself)."""
+        if self.teachers:
+            return None
         return class_weights(self.cfg.train.class_weight, self.data.subset("train")[1])
 
     @property
@@ -84,8 +89,11 @@ def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int
         train = mixed_resizes(train, images("train", size, "mediapipe"), cfg.data.phone_resize, seed)
     augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed)
     mix = build_mixing(cfg.data.mix, cfg.data.mix_alpha, seed)
+    teachers = load_teachers(cfg.train.teacher, data.classes)
     datasets = {
         "train": batches(train, n, batch, training=True, seed=seed, augment=augment, mix=mix,
+                         targets=_distill_targets(teachers, class_weights(cfg.train.class_weight, data.subset("train")[1]),
+                                                  n),
                          replicas=replicas),
         # Plain training images for Normalization.adapt; its pass fills the shared decode cache.
         "adapt": train.batch(batch).map(lambda x, y: tf.cast(x, tf.float32)),
@@ -94,7 +102,19 @@ def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int
     if val is not None:
         datasets["val"] = batches(val, n, batch, training=False, replicas=replicas)
     steps = int(tf.data.experimental.cardinality(datasets["train"]))
-    return Recipe(cfg, data, datasets, plan_phases(cfg), monitor_for(cfg, "val" in datasets), max(steps, 1))
+    return Recipe(cfg, data, datasets, plan_phases(cfg), monitor_for(cfg, "val" in datasets), max(steps, 1), teachers)
+
+
+def _distill_targets(teachers: list, weights: dict[int, float] | None, num_classes: int):
+    """Training targets ``[labels | teachers' probabilities]`` (None without teachers); with class weights,
+    ``(targets, per-image weights)`` from the labels half, which Keras' ``class_weight`` cannot read."""
+    if not teachers:
+        return None
+    targets = with_teacher_targets(teachers)
+    if not weights:
+        return targets
+    table = tf.constant([weights.get(c, 0.0) for c in range(num_classes)], tf.float32)
+    return lambda x, y: (targets(x, y), tf.gather(table, tf.argmax(y, axis=-1)))
 
 
 def monitor_for(cfg: Config, has_val: bool) -> str:
@@ -180,7 +200,8 @@ def metrics(num_classes: int) -> list:
     metrics one-hot, which both need. Keras averages over every class, so a class with no image
     in a tiny validation split counts as 0 there, where ``evaluate`` (scikit-learn) leaves it out.
     """
-    return ["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=num_classes),
+    return [keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.AUC(name="auc", multi_label=True, num_labels=num_classes),
             keras.metrics.F1Score(average="macro", name="f1")]
 
 
@@ -205,7 +226,11 @@ def compile_phase(model, recipe: Recipe, phase: Phase) -> None:
         # An open phase's length is unknown when it compiles: TimeBudget sets its cosine's rate per step.
         schedule="constant" if phase.open and train_cfg.schedule == "cosine" else train_cfg.schedule,
     )
-    model.compile(optimizer=build_optimizer(phase_cfg, recipe.steps), loss=build_loss(train_cfg), metrics=metrics(recipe.num_classes))
+    loss, scores = build_loss(train_cfg), metrics(recipe.num_classes)
+    if recipe.teachers:  # targets are [labels | teachers' probabilities]: the loss splits them, metrics read labels
+        loss = DistillationLoss(loss, recipe.num_classes, train_cfg.distill_alpha, train_cfg.distill_temperature)
+        scores = [OnLabels(m, recipe.num_classes) for m in scores]
+    model.compile(optimizer=build_optimizer(phase_cfg, recipe.steps), loss=loss, metrics=scores)
 
 
 def train(model, recipe: Recipe, fit_phase: PhaseFit, *, start: int = 0, end: int | None = None,
