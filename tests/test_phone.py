@@ -115,6 +115,15 @@ def test_export_gates_each_tflite_file_on_what_mediapipe_scores_and_input_scale_
         assert row["accuracy_drop"] <= 1 and row["status"] == "rejected" and "as a phone feeds it" in row["message"]
         assert not (run.run_dir / "export" / file).exists()
     assert not result.ok
+    # evaluate --preprocess mediapipe: the run's own model through the phone's resize, in its own report
+    from kclassify.evaluation import evaluate
+
+    metrics_before = (run.run_dir / "metrics.json").read_text()
+    phone = evaluate(run.run_dir, preprocess="mediapipe")
+    assert phone.folder == run.run_dir / "evaluation-mediapipe" and phone.report["model"]["resize"] == "mediapipe"
+    assert phone.headline["accuracy"] == pytest.approx(rows["tflite"]["phone_accuracy"], abs=1e-4)
+    assert (run.run_dir / "metrics.json").read_text() == metrics_before  # the run's figures stay kclassify's
+    assert "photos resized: mediapipe" in (phone.folder / "report.html").read_text()
 
     # the model takes the photos' own 64 px and averages 4x4 blocks inside: the phone's resize no longer matters
     run = fit(data=str(data), output=tmp_path / "scaled", verbose=0, **{**settings, "input_scale": 4})

@@ -1,0 +1,142 @@
+"""The accuracy-per-millisecond front of phone models: mobile backbones alone and distilled (issue 27).
+
+    python benchmarks/phone_front.py DATA --out bench/front [--sizes 96 160] [--seeds 1 2 3]
+        [--minutes 5] [--backbones small_cnn mobilenet_v3_small efficientnet_lite0 mobilenet_v4_conv_small]
+        [--teacher RUN[,RUN...]] [any fit flag, given to every student]
+
+For each split seed, a teacher (``--teacher``, e.g. ``tune --then-fit --distill K``'s ``teachers/``; by
+default one trained here per seed: small_cnn at width 2, 96 px, for twice ``--minutes``), then for each
+input size and backbone two students trained from scratch with the same wall time (``fit
+--time-budget``): alone, and distilled from the teacher (``--teacher``). Each student is exported
+(``tflite,tflite-int8``) and scored: test accuracy through kclassify's resize (the run's own
+evaluation), through the phone's (``evaluate --preprocess mediapipe``), int8 and float32 single-image
+latency (LiteRT, XNNPACK, 1 thread, this machine) and file size from ``export_report.json``. The
+distilled student is compared with its alone twin by ``kclassify compare`` (paired, same test images).
+
+Writes ``front.csv``, ``front.png`` (test accuracy against int8 latency, each backbone and size alone and
+distilled; pooled over seeds) and prints the table. Runs already in --out are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+KCLASSIFY = [sys.executable, "-m", "kclassify"]
+BACKBONES = ["small_cnn", "mobilenet_v3_small", "efficientnet_lite0", "mobilenet_v4_conv_small"]
+
+
+def _run(args: list[str]) -> int:
+    print("$ kclassify " + " ".join(args), flush=True)
+    return subprocess.run([*KCLASSIFY, *args]).returncode
+
+
+def fit(data: str, run: Path, seed: int, flags: list[str]) -> Path:
+    if not (run / "evaluation" / "report.json").is_file():
+        # the export gate may reject a file (exit 1): its figures are still in export_report.json
+        _run(["fit", "--data", data, "--seed", str(seed), "--output", str(run), "--weights", "none",
+              "--export", "tflite,tflite-int8", *flags])
+    if not (run / "evaluation-mediapipe" / "report.json").is_file():
+        _run(["evaluate", str(run), "--preprocess", "mediapipe"])
+    return run
+
+
+def figures(run: Path) -> dict:
+    def accuracy(folder: str) -> float:
+        return json.loads((run / folder / "report.json").read_text())["headline"]["accuracy"]
+
+    export = json.loads((run / "export" / "export_report.json").read_text())
+    rows = {f["format"]: f for f in export["formats"]}
+    int8, f32 = rows.get("tflite-int8", {}), rows.get("tflite", {})
+    return {"kclassify": accuracy("evaluation"), "phone": accuracy("evaluation-mediapipe"),
+            "int8_accuracy": int8.get("accuracy"), "int8_phone": int8.get("phone_accuracy"),
+            "int8_ms": int8.get("latency_ms"), "float_ms": f32.get("latency_ms"),
+            "int8_kb": round((int8.get("size_bytes") or 0) / 1024, 1), "int8_status": int8.get("status")}
+
+
+def compare(a: Path, b: Path) -> dict:
+    out = subprocess.run([*KCLASSIFY, "compare", str(a), str(b), "--json"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    keys = sorted({(r["backbone"], r["size"]) for r in rows})
+    for i, (backbone, size) in enumerate(keys):
+        for arm, marker in (("alone", "o"), ("distilled", "*")):
+            sel = [r for r in rows if (r["backbone"], r["size"], r["arm"]) == (backbone, size, arm) and r["int8_ms"]]
+            if not sel:
+                continue
+            x = sum(r["int8_ms"] for r in sel) / len(sel)
+            y = sum(r["kclassify"] for r in sel) / len(sel)
+            ax.scatter(x, y, marker=marker, s=90 if marker == "*" else 40, color=f"C{i % 10}",
+                       label=f"{backbone} {size}px {arm}")
+    ax.set_xlabel("int8 single-image latency, ms (LiteRT XNNPACK, 1 thread, this machine)")
+    ax.set_ylabel("test accuracy (mean over splits)")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data")
+    parser.add_argument("--out", type=Path, default=Path("bench/front"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[96, 160])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--minutes", type=float, default=5.0, help="wall time of each student's fit")
+    parser.add_argument("--backbones", nargs="+", default=BACKBONES)
+    parser.add_argument("--teacher", help="teacher run folder(s), comma-separated (default: one trained per seed)")
+    args, extra = parser.parse_known_args()
+    budget = f"{args.minutes * 60:.0f}s"
+    rows = []
+    for seed in args.seeds:
+        teacher = args.teacher or str(fit(args.data, args.out / f"seed{seed}-teacher", seed,
+                                          ["--backbone", "small_cnn", "--width", "2", "--image-size", "96",
+                                           "--time-budget", f"{2 * args.minutes * 60:.0f}s"]))
+        for size in args.sizes:
+            for backbone in args.backbones:
+                flags = ["--backbone", backbone, "--image-size", str(size), "--time-budget", budget, *extra]
+                runs = {"alone": fit(args.data, args.out / f"seed{seed}-{backbone}-{size}-alone", seed, flags),
+                        "distilled": fit(args.data, args.out / f"seed{seed}-{backbone}-{size}-distilled", seed,
+                                         [*flags, "--teacher", teacher])}
+                diff = compare(runs["alone"], runs["distilled"])
+                for arm, run in runs.items():
+                    rows.append({"seed": seed, "size": size, "backbone": backbone, "arm": arm, **figures(run),
+                                 "vs_alone_points": round(100 * diff["accuracy_difference"]["value"], 1)
+                                 if arm == "distilled" else "",
+                                 "mcnemar_p": round(diff["mcnemar_p"], 4) if arm == "distilled" else "",
+                                 "run": str(run)})
+                    print(json.dumps(rows[-1]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "front.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, args.out / "front.png")
+    print(f"\n{'backbone':26} {'px':>4} {'arm':9} {'test':>6} {'phone':>6} {'int8 ms':>8} {'fp32 ms':>8} {'KB':>7}"
+          f"   (means over seeds {args.seeds})")
+    for backbone in args.backbones:
+        for size in args.sizes:
+            for arm in ("alone", "distilled"):
+                sel = [r for r in rows if (r["backbone"], r["size"], r["arm"]) == (backbone, size, arm)]
+                mean = {k: sum(r[k] or 0 for r in sel) / len(sel) for k in ("kclassify", "phone", "int8_ms",
+                                                                             "float_ms", "int8_kb")}
+                print(f"{backbone:26} {size:4} {arm:9} {mean['kclassify']:6.3f} {mean['phone']:6.3f} "
+                      f"{mean['int8_ms']:8.2f} {mean['float_ms']:8.2f} {mean['int8_kb']:7.0f}")
+    print(f"\n{args.out / 'front.csv'}, {args.out / 'front.png'}")
+
+
+if __name__ == "__main__":
+    main()
