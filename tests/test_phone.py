@@ -95,7 +95,7 @@ def test_export_gates_each_tflite_file_on_what_mediapipe_scores_and_input_scale_
     from kclassify.export import export
 
     data = _striped_folder(tmp_path / "data")
-    settings = {**TINY, "epochs": 6, "test_fraction": 0.25, "input_scale": 1}
+    settings = {**TINY, "epochs": 6, "test_fraction": 0.25}
     run = fit(data=str(data), output=tmp_path / "run", verbose=0, **settings)
     result = export(run.run_dir, "tflite,tflite-int8,savedmodel", latency_runs=2)
     report = json.loads((run.run_dir / "export" / "export_report.json").read_text())
@@ -189,3 +189,20 @@ def test_input_scale_averages_blocks_before_the_backbone_and_defaults_to_2_up_to
     assert input_size(Config().replace(image_size=128)) == 256
     assert input_size(Config().replace(backbone="mobilenet_v2")) == 224
     assert input_size(Config().replace(image_size=32, input_scale=3)) == 96
+
+
+@pytest.mark.slow
+def test_a_fit_with_the_defaults_doubles_the_input_and_mixes_phone_resizes(tmp_path):
+    import yaml
+
+    from conftest import TINY, write_class_folder
+    from kclassify import fit
+    from kclassify.inference import load_predictor
+
+    data = write_class_folder(tmp_path / "data", per_class=12, size=40)
+    settings = {k: v for k, v in TINY.items() if k not in ("input_scale", "phone_resize")}
+    run = fit(data=str(data), output=tmp_path / "run", verbose=0, **settings)
+    config = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+    assert config["model"]["input_scale"] == 2 and config["data"]["phone_resize"] == 0.5  # resolved and kept
+    assert load_predictor(run.run_dir).image_size == 32  # a 32 px input for a 16 px backbone
+    assert run.metrics["test"]["accuracy"] == 1.0  # separable colours: a broken pipeline fails here

@@ -66,9 +66,9 @@ def mediapipe_resize(image: np.ndarray, width: int, height: int | None = None) -
     scale = 1 << TAB_BITS
     wx = np.stack([scale - ax, ax])[:, None, :, None]  # (2, 1, width, 1)
     wy = np.stack([scale - ay, ay])[:, :, None, None]  # (2, height, 1, 1)
-    p = image.astype(np.int64)
-    rows = (p[y0], p[y1])
-    total = sum(wy[i] * wx[j] * rows[i][:, (x0, x1)[j]] for i in range(2) for j in range(2))
+    # the four source pixels of each output pixel, gathered before widening (a camera photo stays uint8)
+    taps = [[image[y][:, x].astype(np.int64) for x in (x0, x1)] for y in (y0, y1)]
+    total = sum(wy[i] * wx[j] * taps[i][j] for i in range(2) for j in range(2))
     # the weights are products of 1/32 steps: (32 - ax) * (32 - ay) * 32 of 2**15, exactly OpenCV's table
     total = total * (1 << (COEF_BITS - 2 * TAB_BITS))
     return ((total + (1 << (COEF_BITS - 1))) >> COEF_BITS).astype(np.uint8)
