@@ -104,5 +104,81 @@ def test_efficientnet_lite_loads_a_local_weights_file_and_fails_offline_in_one_l
     message = str(err.value)
     assert "\n" not in message and "URL fetch failure on https://github.com/" in message
     assert "--weights none" in message
-    with pytest.raises(WeightsError, match="has no ImageNet weights"):
+    with pytest.raises(WeightsError) as err:  # MobileNetV4's come from timm on the Hugging Face hub
         build_classifier("mobilenet_v4_conv_small", 2, 32, weights="imagenet")
+    assert "\n" not in str(err.value) and "URL fetch failure on https://huggingface.co/timm/" in str(err.value)
+
+
+def _write_safetensors(path, tensors: dict) -> None:
+    """The safetensors layout by hand: 8-byte header length, JSON header, little-endian float32 data."""
+    import json
+    import struct
+
+    header, blobs, offset = {}, [], 0
+    for key, value in tensors.items():
+        raw = np.ascontiguousarray(value, "<f4").tobytes()
+        header[key] = {"dtype": "F32", "shape": list(value.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def _timm_state(variant: str) -> dict:
+    """A state_dict shaped as timm's mobilenetv4_conv_<variant> (PyTorch layouts), random values."""
+    from kclassify.models.mobilenet_v4 import VARIANTS, make_divisible
+
+    rng = np.random.default_rng(0)
+    state = {}
+
+    def conv(name, out, cin, k, bn):
+        state[f"{name}.weight"] = rng.normal(size=(out, cin, k, k)).astype("float32")
+        for key in ("weight", "bias", "running_mean"):
+            state[f"{bn}.{key}"] = rng.normal(size=out).astype("float32")
+        state[f"{bn}.running_var"] = rng.uniform(0.5, 2, size=out).astype("float32")
+        state[f"{bn}.num_batches_tracked"] = np.zeros((), "float32")
+
+    conv("conv_stem", 32, 3, 3, "bn1")
+    channels = 32
+    for s, blocks in enumerate(VARIANTS[variant]):
+        for i, (kind, out, _, ka, km, e) in enumerate(blocks):
+            b = f"blocks.{s}.{i}"
+            mid = make_divisible(channels * e)
+            if kind == "cn":
+                conv(f"{b}.conv", out, channels, ka, f"{b}.bn1")
+            elif kind == "er":
+                conv(f"{b}.conv_exp", mid, channels, ka, f"{b}.bn1")
+                conv(f"{b}.conv_pwl", out, mid, 1, f"{b}.bn2")
+            else:
+                if ka:
+                    conv(f"{b}.dw_start.conv", channels, 1, ka, f"{b}.dw_start.bn")
+                conv(f"{b}.pw_exp.conv", mid, channels, 1, f"{b}.pw_exp.bn")
+                if km:
+                    conv(f"{b}.dw_mid.conv", mid, 1, km, f"{b}.dw_mid.bn")
+                conv(f"{b}.pw_proj.conv", out, mid, 1, f"{b}.pw_proj.bn")
+            channels = out
+    conv("conv_head", 1280, 960, 1, "norm_head")
+    state["classifier.weight"] = rng.normal(size=(1000, 1280)).astype("float32")
+    state["classifier.bias"] = rng.normal(size=1000).astype("float32")
+    return state
+
+
+def test_mobilenet_v4_loads_timms_safetensors_onto_its_layers(tmp_path):
+    from kclassify.models.mobilenet_v4 import MobileNetV4ConvSmall
+
+    state = _timm_state("small")
+    _write_safetensors(tmp_path / "mnv4.safetensors", state)
+    model = build_classifier("mobilenet_v4_conv_small", 2, 32, weights=str(tmp_path / "mnv4.safetensors"))
+    base = model.get_layer("mobilenet_v4_conv_small")
+    # PyTorch (out, in, kh, kw) -> Keras (kh, kw, in, out); depthwise (c, 1, kh, kw) -> (kh, kw, c, 1)
+    np.testing.assert_array_equal(base.get_layer("stem").kernel.numpy(), state["conv_stem.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(base.get_layer("blocks_2_0_dw_start").kernel.numpy(),
+                                  state["blocks.2.0.dw_start.conv.weight"].transpose(2, 3, 0, 1))
+    np.testing.assert_array_equal(base.get_layer("blocks_3_1_dw_mid_bn").moving_variance.numpy(),
+                                  state["blocks.3.1.dw_mid.bn.running_var"])
+    full = MobileNetV4ConvSmall((32, 32, 3), include_top=True, weights=str(tmp_path / "mnv4.safetensors"))
+    np.testing.assert_array_equal(full.get_layer("classifier").kernel.numpy(), state["classifier.weight"].T)
+    del state["blocks.3.5.pw_proj.bn.running_mean"]
+    _write_safetensors(tmp_path / "broken.safetensors", state)
+    with pytest.raises(WeightsError, match="does not fit backbone.*blocks.3.5.pw_proj.bn.running_mean"):
+        build_classifier("mobilenet_v4_conv_small", 2, 32, weights=str(tmp_path / "broken.safetensors"))

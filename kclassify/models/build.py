@@ -49,6 +49,14 @@ def _backbone(spec: BackboneSpec, image_size: int, weights: str, options: dict):
                 "--weights none or --weights PATH to a local .weights.h5 file."
             ) from None
     path = Path(weights).expanduser()
+    if path.suffix == ".safetensors" and path.is_file():  # a PyTorch checkpoint the constructor maps itself
+        try:
+            return ctor(input_shape=shape, include_top=False, weights=str(path), **kwargs)
+        except Exception as e:
+            raise WeightsError(
+                f"Weights file {weights!r} does not fit backbone {spec.name!r} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:160]}). Pass timm's .safetensors of the same model, or a .weights.h5."
+            ) from None
     model = ctor(input_shape=shape, include_top=False, weights=None, **kwargs)
     if path.is_dir() or path.suffix == ".keras":
         _copy_backbone(model, _source_model(path), spec, weights)

@@ -16,11 +16,29 @@ Blocks (one tuple each: type, output channels, stride, kernel a, kernel m, expan
   both 0 a feed-forward block.
 
 Blocks whose input and output shapes match add their input back.
+
+ImageNet weights are timm's (PyTorch, Apache-2.0, on the Hugging Face hub): ``weights="imagenet"``
+downloads the ``model.safetensors`` of ``mobilenetv4_conv_small.e2400_r224_in1k`` or
+``mobilenetv4_conv_medium.e500_r224_in1k`` and :func:`load_timm` maps each tensor onto its Keras layer
+(the layer names follow timm's modules; inputs normalized with ImageNet's mean and std, kclassify's
+``torch`` preprocessing). A ``.safetensors`` file already on disk loads the same way.
 """
 
 from __future__ import annotations
 
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+
 from .small_cnn import BN_MOMENTUM
+
+TIMM_WEIGHTS = {
+    "small": "https://huggingface.co/timm/mobilenetv4_conv_small.e2400_r224_in1k/resolve/main/model.safetensors",
+    "medium": "https://huggingface.co/timm/mobilenetv4_conv_medium.e500_r224_in1k/resolve/main/model.safetensors",
+}
+SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64}
 
 _SMALL = [
     [("cn", 32, 2, 3, 0, 1), ("cn", 32, 1, 1, 0, 1)],
@@ -94,13 +112,11 @@ def MobileNetV4(variant: str, input_shape=None, include_top: bool = False, weigh
 
     Args:
         variant: ``small`` or ``medium``.
-        weights: None; pretrained weights come through kclassify's ``--weights PATH`` (a ``.weights.h5``).
+        weights: None, ``"imagenet"`` (timm's, downloaded) or a timm ``.safetensors`` file (see the module).
     """
     import keras
     from keras import layers
 
-    if weights is not None:
-        raise ValueError(f"MobileNetV4 is built without weights here; received weights={weights!r}")
     inputs = keras.Input(input_shape or (None, None, 3))
     x = _conv(inputs, STEM_CHANNELS, 3, 2, "stem")
     for stage, blocks in enumerate(VARIANTS[variant]):
@@ -111,7 +127,76 @@ def MobileNetV4(variant: str, input_shape=None, include_top: bool = False, weigh
         x = _conv(x, HEAD_CHANNELS, 1, 1, "conv_head")
         x = layers.Flatten(name="flatten")(x)
         x = layers.Dense(classes, activation="softmax", name="classifier")(x)
-    return keras.Model(inputs, x, name=name or f"mobilenet_v4_conv_{variant}")
+    model = keras.Model(inputs, x, name=name or f"mobilenet_v4_conv_{variant}")
+    if weights is not None:
+        file = weights if weights != "imagenet" else keras.utils.get_file(
+            f"mobilenetv4_conv_{variant}_in1k.safetensors", TIMM_WEIGHTS[variant], cache_subdir="kclassify")
+        load_timm(model, read_safetensors(file), include_top=include_top and classes == 1000)
+    return model
+
+
+def read_safetensors(path) -> dict[str, np.ndarray]:
+    """The tensors of a ``.safetensors`` file (an 8-byte header length, a JSON header, the raw data)."""
+    data = Path(path).read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    out = {}
+    for key, meta in header.items():
+        if key == "__metadata__":
+            continue
+        start, end = meta["data_offsets"]
+        raw = np.frombuffer(data, SAFETENSORS_DTYPES[meta["dtype"]], offset=8 + length + start,
+                            count=(end - start) // np.dtype(SAFETENSORS_DTYPES[meta["dtype"]]).itemsize)
+        out[key] = raw.reshape(meta["shape"]).astype(np.float32)
+    return out
+
+
+def _timm_name(layer_name: str) -> str:
+    """Our layer name -> timm's module path: ``blocks_2_0_dw_start`` -> ``blocks.2.0.dw_start.conv``."""
+    if layer_name in ("stem", "conv_head"):
+        return {"stem": "conv_stem", "conv_head": "conv_head"}[layer_name]
+    stage, index, *part = layer_name.split("_")[1:]
+    block = f"blocks.{stage}.{index}"
+    part = "_".join(part)
+    return {"": f"{block}.conv", "exp": f"{block}.conv_exp", "pwl": f"{block}.conv_pwl"}.get(part, f"{block}.{part}.conv")
+
+
+def _timm_norm(conv: str) -> str:
+    """The BatchNorm beside a timm convolution: ``x.conv`` -> ``x.bn``; a plain block's ``bn1``/``bn2``."""
+    if conv.endswith(".conv") and conv.count(".") == 4:  # blocks.s.i.part.conv
+        return conv[:-len("conv")] + "bn"
+    return {"conv_stem": "bn1", "conv_head": "norm_head"}.get(
+        conv, conv.rsplit(".", 1)[0] + (".bn2" if conv.endswith("conv_pwl") else ".bn1"))
+
+
+def load_timm(model, state: dict[str, np.ndarray], include_top: bool = False) -> None:
+    """Set ``model``'s weights from timm's ``state_dict`` of the same variant; every tensor must be used."""
+    from keras import layers
+
+    used = set()
+
+    def take(key):
+        if key not in state:
+            raise ValueError(f"the weights have no {key!r}: not a timm MobileNetV4 of this variant")
+        used.add(key)
+        return state[key]
+
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)) and layer.name != "classifier":
+            conv = _timm_name(layer.name)
+            kernel = take(f"{conv}.weight")  # (out, in/groups, kh, kw)
+            depthwise = isinstance(layer, layers.DepthwiseConv2D)
+            layer.set_weights([kernel.transpose(2, 3, 0, 1) if depthwise else kernel.transpose(2, 3, 1, 0)])
+            norm = model.get_layer(f"{layer.name}_bn")
+            bn = _timm_norm(conv)
+            norm.set_weights([take(f"{bn}.{k}") for k in ("weight", "bias", "running_mean", "running_var")])
+    if include_top:
+        model.get_layer("classifier").set_weights([take("classifier.weight").T, take("classifier.bias")])
+    left = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked")
+                  and (include_top or not k.startswith(("conv_head", "norm_head", "classifier"))))
+    if left:
+        raise ValueError(f"{len(left)} tensor(s) of the weights fit no layer (first: {left[:3]}): not a timm "
+                         "MobileNetV4 of this variant")
 
 
 def MobileNetV4ConvSmall(input_shape=None, include_top=False, weights=None, **kwargs):

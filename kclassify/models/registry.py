@@ -132,7 +132,7 @@ for _name, _attr, _size, _prep, _min, _kw, _block in [
 
 # Made for int8 phones (ReLU/ReLU6, no squeeze-excite, no hard-swish): EfficientNet-Lite from kimm with
 # Google's ImageNet weights ([-1, 1] input), MobileNetV4's convolutional models of our own (no Keras 3
-# source holds them; no ImageNet weights, so they learn their input normalization like small_cnn).
+# source holds them) with timm's ImageNet weights (ImageNet mean and std).
 for _i, _size in enumerate((224, 240, 260, 300, 380)):
     register(BackboneSpec(
         f"efficientnet_lite{_i}", f"kclassify.models.efficientnet_lite:EfficientNetLite{_i}", default_size=_size,
@@ -141,5 +141,5 @@ for _i, _size in enumerate((224, 240, 260, 300, 380)):
 for _variant, _size in (("small", 224), ("medium", 256)):
     register(BackboneSpec(
         f"mobilenet_v4_conv_{_variant}", f"kclassify.models.mobilenet_v4:MobileNetV4Conv{_variant.title()}",
-        default_size=_size, min_size=32, preprocessing="normalization", imagenet=False, unfreeze_from="blocks_3_0",
+        default_size=_size, min_size=32, preprocessing="torch", imagenet=True, unfreeze_from="blocks_3_0",
     ))
