@@ -68,7 +68,7 @@ class DataConfig:
         "mixes little, 1 mixes uniformly", low=0.01, high=1.0
     )
     phone_resize: float = _opt(
-        0.0, "share of training images resized as a phone does (MediaPipe: bilinear without antialiasing), "
+        0.5, "share of training images resized as a phone does (MediaPipe: bilinear without antialiasing), "
         "drawn afresh every epoch; the rest are resized with antialiasing as evaluation does", low=0.0, high=1.0
     )
     cache: str = _opt(

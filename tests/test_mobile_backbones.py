@@ -167,6 +167,7 @@ def test_mobilenet_v4_loads_timms_safetensors_onto_its_layers(tmp_path):
     from kclassify.models.mobilenet_v4 import MobileNetV4ConvSmall
 
     state = _timm_state("small")
+    assert len(state) == 278 and len(_timm_state("medium")) == 464  # timm's state_dict key counts (timm 1.0.31)
     _write_safetensors(tmp_path / "mnv4.safetensors", state)
     model = build_classifier("mobilenet_v4_conv_small", 2, 32, weights=str(tmp_path / "mnv4.safetensors"))
     base = model.get_layer("mobilenet_v4_conv_small")
