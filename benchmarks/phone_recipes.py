@@ -12,7 +12,8 @@ same model fed the test photos as MediaPipe's ImageClassifier resizes them on a 
   phone does;
 - ``scale2``: ``--input-scale 2``: the model takes 2S px and averages 2x2 blocks first, so the backbone
   works at S px as in ``base`` and the phone's plain resize is a milder one;
-- ``scale2mix``: both.
+- ``scale2mix``: both;
+- ``scale4mix``: both, with a 4S px input (for photos over 4 times S).
 
 Prints a table of mean accuracies per (size, candidate), and ``kclassify compare`` of each candidate against
 ``base`` on every split (phone path and kclassify path). Runs already in --out are reused.
@@ -31,6 +32,7 @@ CANDIDATES = {  # name -> its flags at image size S (every flag given, whatever 
     "mix": lambda s: ["--image-size", str(s), "--input-scale", "1", "--phone-resize", "0.5"],
     "scale2": lambda s: ["--image-size", str(s), "--input-scale", "2", "--phone-resize", "0"],
     "scale2mix": lambda s: ["--image-size", str(s), "--input-scale", "2", "--phone-resize", "0.5"],
+    "scale4mix": lambda s: ["--image-size", str(s), "--input-scale", "4", "--phone-resize", "0.5"],
 }
 KCLASSIFY = [sys.executable, "-m", "kclassify"]
 
@@ -62,7 +64,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--candidates", nargs="+", default=["base", "mix", "scale2", "scale2mix"],
+                        choices=list(CANDIDATES))
     args, extra = parser.parse_known_args()  # other flags go to every fit
     rows = []
     for size in args.sizes:

@@ -80,7 +80,7 @@ def test_models_lists_the_registry(capsys, monkeypatch):
     monkeypatch.setattr(build, "count_parameters", lambda name: {"small_cnn": 392_433}.get(name, 1_000_000))
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "parameters" in lines[0] and len(lines) == 1 + 42
+    assert "parameters" in lines[0] and len(lines) == 1 + 49
     assert next(line for line in lines if line.startswith("small_cnn ")).split()[3] == "0.4M"
 
 

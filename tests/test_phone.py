@@ -169,7 +169,7 @@ def test_mixed_resizes_draws_a_share_of_phone_images_afresh_each_epoch():
     assert all(int(x[0, 0, 0]) == 255 for x, _ in mixed_resizes(plain, phone, 1.0))
 
 
-def test_input_scale_averages_blocks_before_the_backbone_and_defaults_to_2_up_to_256_px():
+def test_input_scale_averages_blocks_before_the_backbone_and_defaults_to_the_photos_size():
     from kclassify.config import Config
     from kclassify.errors import ConfigError
     from kclassify.models.build import build_classifier
@@ -184,10 +184,16 @@ def test_input_scale_averages_blocks_before_the_backbone_and_defaults_to_2_up_to
     assert build_classifier("small_cnn", 3, 16).input_shape == (None, 16, 16, 3)  # the function's own default: 1
     with pytest.raises(ConfigError, match="at least 1"):
         build_classifier("small_cnn", 3, 16, input_scale=0)
-    # the settings' default: 2 while the doubled input stays within 256 px (small_cnn's 64 -> 128), else 1
-    assert input_size(Config()) == 128 and resolve(Config()).model.input_scale == 2
-    assert input_size(Config().replace(image_size=128)) == 256
-    assert input_size(Config().replace(backbone="mobilenet_v2")) == 224
+    # the settings' default: an input near the photos' size, within 256 px; 2 where their size is unknown
+    from kclassify.data.phone import typical_side
+    from kclassify.models.build import default_input_scale
+
+    assert [default_input_scale(32, 150), default_input_scale(64, 150), default_input_scale(64, 4000)] == [4, 2, 4]
+    assert [default_input_scale(224, 4000), default_input_scale(32, 20), default_input_scale(64)] == [1, 1, 2]
+    assert typical_side("builtin:digits") == 8.0 and typical_side("tfds:mnist") is None
+    assert input_size(Config()) == 64 and resolve(Config()).model.input_scale == 1  # small_cnn's 64 px on 8 px digits
+    assert input_size(Config().replace(data="tfds:mnist", image_size=128)) == 256
+    assert input_size(Config().replace(data="tfds:mnist", backbone="mobilenet_v2")) == 224
     assert input_size(Config().replace(image_size=32, input_scale=3)) == 96
 
 
@@ -199,7 +205,7 @@ def test_a_fit_with_the_defaults_doubles_the_input_and_mixes_phone_resizes(tmp_p
     from kclassify import fit
     from kclassify.inference import load_predictor
 
-    data = write_class_folder(tmp_path / "data", per_class=12, size=40)
+    data = write_class_folder(tmp_path / "data", per_class=12, size=40)  # 40 px photos: 2 x 16 px fits in them
     settings = {k: v for k, v in TINY.items() if k not in ("input_scale", "phone_resize")}
     run = fit(data=str(data), output=tmp_path / "run", verbose=0, **settings)
     config = yaml.safe_load((run.run_dir / "config.yaml").read_text())

@@ -26,8 +26,8 @@ class BuiltinDataset:
     description: str
     write: Callable[[Path], None]  # fills an empty folder with <label>/<file> images
     # Settings that suit this data, applied under the user's config and flags: digits
-    # are 8x8 pixels (no point upscaling them to 64, nor to twice 32 for --input-scale: a
-    # phone's resize only upscales them, which loses nothing) and a mirrored 2 is no 2.
+    # are 8x8 pixels (no point upscaling them to 64; a phone only upscales them, which
+    # aliases nothing: no phone resizes in training) and a mirrored 2 is no 2.
     recommended: dict = field(default_factory=dict)
 
 
@@ -50,7 +50,7 @@ BUILTIN: dict[str, BuiltinDataset] = {
     for d in [
         BuiltinDataset(
             "digits", "1", "scikit-learn handwritten digits, 10 classes, 1,797 8x8 images",
-            _write_digits, recommended={"image_size": 32, "flip": "none", "input_scale": 1, "phone_resize": 0.0},
+            _write_digits, recommended={"image_size": 32, "flip": "none", "phone_resize": 0.0},
         ),
     ]
 }

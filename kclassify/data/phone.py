@@ -18,6 +18,8 @@ image_to_tensor_converter_opencv.cc`` (``boxPoints`` -> ``getPerspectiveTransfor
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import ConfigError, did_you_mean
@@ -83,3 +85,37 @@ def check_resize(resize: str) -> None:
     if resize not in RESIZES:
         raise ConfigError(f"Resize {resize!r} is not one kclassify knows; expected one of "
                           f"{', '.join(RESIZES)}.{did_you_mean(resize, RESIZES)}")
+
+
+SIDE_SAMPLE = 200  # images whose size typical_side reads (headers only)
+
+
+@functools.lru_cache(maxsize=16)
+def typical_side(spec: str) -> float | None:
+    """The median of ``sqrt(width * height)`` over up to 200 images of a data source (a spread sample,
+    headers only), or None where that is not known cheaply (a TFDS dataset not yet downloaded, a source
+    that does not resolve).
+
+    ``--input-scale``'s default reads it: a model's input near the photos' own size leaves a phone's
+    resize little to alias.
+    """
+    from PIL import Image
+
+    from .sources import resolve_source
+    from .split import unit_hash
+
+    if spec.startswith("tfds:"):
+        return None
+    try:
+        source = resolve_source(spec)
+    except Exception:  # noqa: BLE001 - the data's own errors come when the data is prepared
+        return None
+    sample = sorted(source.items, key=lambda item: unit_hash(0, item.path))[:SIDE_SAMPLE]
+    sides = []
+    for item in sample:
+        try:
+            with Image.open(source.root / item.path) as image:
+                sides.append(float(np.sqrt(image.size[0] * image.size[1])))
+        except Exception:  # noqa: BLE001 - an unreadable file is excluded later, with its reason
+            continue
+    return float(np.median(sides)) if sides else None

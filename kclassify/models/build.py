@@ -13,16 +13,23 @@ log = logging.getLogger(__name__)
 
 NORMALIZATION_LAYER = "normalization"
 DOWNSAMPLE_LAYER = "downsample"  # with input_scale K > 1: the KxK average the input goes through first
-AUTO_SCALE_MAX_INPUT = 256  # --input-scale's default: 2 while the input stays within this, else 1
+AUTO_SCALE_MAX_INPUT = 256  # --input-scale's default keeps the model's input within this
 
 
-def default_input_scale(image_size: int) -> int:
-    """``--input-scale`` when not given: 2 where the doubled input stays within 256 px, else 1.
+def default_input_scale(image_size: int, photo_side: float | None = None) -> int:
+    """``--input-scale`` when not given: the input as near the photos' size as whole multiples of
+    ``image_size`` get without passing it (``floor(photo_side / image_size)``), within 256 px; 2 when
+    the photos' size is unknown; at least 1 (photos smaller than the input: nothing to gain).
 
-    Measured on intel_scenes (docs/benchmarks.md, issue 26) at 32 and 64 px; above, a doubled input
-    would cost a 4x larger decode cache and augmentation for pretrained backbones that were not measured.
+    Measured on intel_scenes (150 px photos; docs/benchmarks.md, issue 26): at 32 and 64 px, an input
+    near the photos' size loses least to a phone's resize. Not above 256 px: for pretrained backbones at
+    224 px a doubled input would cost a 4x larger decode cache and augmentation, and was not measured.
     """
-    return 2 if 2 * int(image_size) <= AUTO_SCALE_MAX_INPUT else 1
+    size = int(image_size)
+    cap = max(1, AUTO_SCALE_MAX_INPUT // size)
+    if photo_side is None:
+        return min(2, cap)
+    return int(max(1, min(cap, photo_side // size)))
 
 
 WEIGHT_KEYWORDS = ("none", "imagenet")  # --weights values that name no file, even beside a folder of that name
@@ -162,7 +169,7 @@ def build_classifier(
         bn_momentum: moving-average momentum for every BatchNorm layer of the backbone
             (None: the backbone's own).
         input_scale: K > 1 makes the input K times ``image_size`` and averages each KxK block
-            first (``AveragePooling2D``, a builtin TFLite op, int8 too), so the backbone still works
+            first (a frozen depthwise convolution, on XNNPACK in int8 too), so the backbone still works
             at ``image_size``. A phone resizes photos without antialiasing; to a K times larger
             input that loses far less (``docs/android.md``).
         options: backbone options the registry record lists (``activation``,
@@ -187,7 +194,7 @@ def build_classifier(
         raise ConfigError(f"--input-scale must be a whole number of at least 1; received {input_scale!r}.")
     num_classes = int(num_classes)  # Keras 3 rejects NumPy integers as layer sizes
     inputs = keras.Input((size * k, size * k, 3), name="image")
-    x = layers.AveragePooling2D(k, name=DOWNSAMPLE_LAYER, **F32)(inputs) if k > 1 else inputs
+    x = _block_mean(inputs, k) if k > 1 else inputs
     x = _preprocess(spec.preprocessing, x)
     base = _backbone(spec, size, weights, _backbone_options(spec, options))
     if bn_momentum is not None:
@@ -278,6 +285,22 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 F32 = {"dtype": "float32"}  # preprocessing stays in float32 under mixed precision
+
+
+def _block_mean(x, k: int):
+    """Each KxK block's mean: a frozen depthwise convolution of weights 1/K^2, stride K.
+
+    An ``AveragePooling2D`` computes the same, but in an int8 file LiteRT's XNNPACK delegate leaves
+    AVERAGE_POOL_2D to LiteRT's own kernel (measured: the int8 file's one op off XNNPACK), while an int8
+    DEPTHWISE_CONV_2D runs on it; 1/K^2 is exact in its per-channel int8 weights for K = 2 and 4.
+    """
+    import numpy as np
+    from keras import layers
+
+    conv = layers.DepthwiseConv2D(k, strides=k, use_bias=False, trainable=False, name=DOWNSAMPLE_LAYER, **F32)
+    y = conv(x)
+    conv.set_weights([np.full((k, k, 3, 1), 1.0 / (k * k), "float32")])
+    return y
 
 
 def _normalization(x):  # adapted on the training split (adapt_preprocessing)

@@ -24,6 +24,7 @@ import tensorflow as tf
 from ..config import Config, from_yaml_file
 from ..data import PreparedData
 from ..data.augment import build_augmentation, build_mixing
+from ..data.phone import typical_side
 from ..data.pipeline import batches, mixed_resizes
 from ..models import get as get_backbone
 from ..models.build import adapt_preprocessing, classifier_for, default_input_scale, transfer_head
@@ -70,7 +71,7 @@ def resolve(cfg: Config) -> Config:
     if not cfg.data.image_size:
         cfg = cfg.replace(image_size=get_backbone(cfg.model.backbone).default_size)
     if cfg.model.input_scale is None:
-        cfg = cfg.replace(input_scale=default_input_scale(cfg.data.image_size))
+        cfg = cfg.replace(input_scale=default_input_scale(cfg.data.image_size, typical_side(cfg.data.data)))
     return cfg
 
 
