@@ -11,7 +11,7 @@ from kclassify.models import REGISTRY, build_classifier, get
 
 def family(name: str) -> str:
     """resnet101_v2 -> resnet_v2, efficientnet_v2_b3 -> efficientnet_v2, convnext_tiny -> convnext."""
-    base = re.sub(r"_(small|large|tiny|base|xlarge|mobile|b\d|s|m|l)$", "", name)
+    base = re.sub(r"_(small|medium|large|tiny|base|xlarge|mobile|b\d|s|m|l)$", "", name)
     return re.sub(r"(?<!v)\d+", "", base)
 
 
