@@ -100,7 +100,7 @@ class ModelConfig:
     input_scale: int | None = _opt(
         None, "the model takes photos at K times --image-size and averages each KxK block first, inside the model "
         "(so on a phone too): a phone's resize without antialiasing to the larger input loses little. Default: "
-        "the largest K whose input stays within the photos' typical size and 256 px (at least 1)", low=1, high=8)
+        "2 where the photos are at least twice --image-size and the input stays within 256 px, else 1", low=1, high=8)
     bn_momentum: float | None = _opt(
         None, "moving-average momentum of every BatchNorm layer (default: the backbone's own, 0.9 in small_cnn "
         "and alexnet; Keras' 0.99 leaves short from-scratch runs with stale statistics)", low=0.0, high=1.0)

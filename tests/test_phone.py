@@ -94,7 +94,7 @@ def test_export_gates_each_tflite_file_on_what_mediapipe_scores_and_input_scale_
     from kclassify import fit
     from kclassify.export import export
 
-    data = _striped_folder(tmp_path / "data")
+    data = _striped_folder(tmp_path / "data", per_class=24)  # 18 test images: enough for the gate's McNemar test
     settings = {**TINY, "epochs": 6, "test_fraction": 0.25}
     run = fit(data=str(data), output=tmp_path / "run", verbose=0, **settings)
     result = export(run.run_dir, "tflite,tflite-int8,savedmodel", latency_runs=2)
@@ -106,13 +106,14 @@ def test_export_gates_each_tflite_file_on_what_mediapipe_scores_and_input_scale_
     labels = (run.run_dir / "labels.txt").read_text().split()
     for name, file in (("tflite", "model.tflite"), ("tflite-int8", "model_int8.tflite")):
         row = rows[name]
-        # measured: accuracy 1.0, phone 0.375 (3 of 8) for both files, as MediaPipe scored them
+        # the stripes fool the phone's resize: MediaPipe scores what export's phone column says
         assert row["phone_accuracy"] == pytest.approx(
             _mediapipe_accuracy(run.run_dir / "export" / f"rejected-{file}", data, tests, labels), abs=1e-4)
         assert row["accuracy"] == 1.0 and row["phone_accuracy"] < 0.9  # the stripes fool the phone's resize
         assert row["phone_drop"] == pytest.approx((report["keras"]["accuracy"] - row["phone_accuracy"]) * 100, abs=0.01)
         # the gate judges the phone: kclassify's own accuracy passes, the file does not ship
         assert row["accuracy_drop"] <= 1 and row["status"] == "rejected" and "as a phone feeds it" in row["message"]
+        assert row["phone_p"] < 0.05  # more than the test images' noise
         assert not (run.run_dir / "export" / file).exists()
     assert not result.ok
     # evaluate --preprocess mediapipe: the run's own model through the phone's resize, in its own report
@@ -184,11 +185,11 @@ def test_input_scale_averages_blocks_before_the_backbone_and_defaults_to_the_pho
     assert build_classifier("small_cnn", 3, 16).input_shape == (None, 16, 16, 3)  # the function's own default: 1
     with pytest.raises(ConfigError, match="at least 1"):
         build_classifier("small_cnn", 3, 16, input_scale=0)
-    # the settings' default: an input near the photos' size, within 256 px; 2 where their size is unknown
+    # the settings' default: 2 for photos at least twice the size, within 256 px; 2 where their size is unknown
     from kclassify.data.phone import typical_side
     from kclassify.models.build import default_input_scale
 
-    assert [default_input_scale(32, 150), default_input_scale(64, 150), default_input_scale(64, 4000)] == [4, 2, 4]
+    assert [default_input_scale(32, 150), default_input_scale(64, 150), default_input_scale(64, 4000)] == [2, 2, 2]
     assert [default_input_scale(224, 4000), default_input_scale(32, 20), default_input_scale(64)] == [1, 1, 2]
     assert typical_side("builtin:digits") == 8.0 and typical_side("tfds:mnist") is None
     assert input_size(Config()) == 64 and resolve(Config()).model.input_scale == 1  # small_cnn's 64 px on 8 px digits
@@ -205,10 +206,31 @@ def test_a_fit_with_the_defaults_doubles_the_input_and_mixes_phone_resizes(tmp_p
     from kclassify import fit
     from kclassify.inference import load_predictor
 
-    data = write_class_folder(tmp_path / "data", per_class=12, size=40)  # 40 px photos: 2 x 16 px fits in them
+    data = write_class_folder(tmp_path / "data", per_class=12, size=40)  # 40 px photos: twice 16 px and more
     settings = {k: v for k, v in TINY.items() if k not in ("input_scale", "phone_resize")}
     run = fit(data=str(data), output=tmp_path / "run", verbose=0, **settings)
     config = yaml.safe_load((run.run_dir / "config.yaml").read_text())
     assert config["model"]["input_scale"] == 2 and config["data"]["phone_resize"] == 0.5  # resolved and kept
     assert load_predictor(run.run_dir).image_size == 32  # a 32 px input for a 16 px backbone
     assert run.metrics["test"]["accuracy"] == 1.0  # separable colours: a broken pipeline fails here
+
+
+def test_the_phone_gate_rejects_drops_beyond_the_test_images_noise():
+    from types import SimpleNamespace
+
+    from kclassify.export.export import FormatReport, _gate_reasons, _score_phone
+
+    fmt = SimpleNamespace(float32=False)
+    y = np.array([0] * 100 + [1] * 100)
+    report = FormatReport("tflite-int8", None, "ok", accuracy=1.0, accuracy_drop=0.0, agreement=1.0)
+    phone = y.copy()
+    phone[:3] = 1  # 3 photos the phone gets wrong: 1.5 points, a McNemar p of 2 * 0.5 ** 3
+    _score_phone(report, y, phone, y, 1.0)
+    assert report.phone_drop == pytest.approx(1.5) and report.phone_p == pytest.approx(0.25)
+    assert _gate_reasons(report, fmt, 1.0) == []  # over 1 point, within the noise: ships
+    phone[:10] = 1  # 10 of them: 5 points, p = 2 / 1024
+    _score_phone(report, y, phone, y, 1.0)
+    assert report.phone_p == pytest.approx(2 / 1024)
+    [reason] = _gate_reasons(report, fmt, 1.0)
+    assert "5.00 points below" in reason and "McNemar p = 0.002" in reason
+    assert _gate_reasons(report, fmt, 6.0) == []  # within --max-accuracy-drop

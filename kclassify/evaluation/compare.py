@@ -124,7 +124,6 @@ def paired(labels, predicted_a, predicted_b, split: str = "test", resamples: int
         >>> c.accuracy_a, c.accuracy_b, c.only_a_right, c.only_b_right, c.mcnemar_p
         (0.75, 1.0, 0, 1, 1.0)
     """
-    from scipy.stats import binomtest
 
     if resamples < 100:
         raise ValueError(f"resamples must be at least 100 for a {round(100 * LEVEL)}% interval; received {resamples}.")
@@ -138,7 +137,7 @@ def paired(labels, predicted_a, predicted_b, split: str = "test", resamples: int
                         f"(kclassify evaluate RUN --split {split}).")
     right_a, right_b = pa == y, pb == y
     only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(right_b & ~right_a))
-    p_value = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    p_value = mcnemar_p(only_a, only_b)
     k = len(classes)
 
     def accuracy(weights):
@@ -227,3 +226,10 @@ def _rows(path: Path, split: str) -> dict[str, tuple[str, str]]:
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path} is not a predictions.csv ({e.__class__.__name__}): pass the file kclassify evaluate "
                         f"wrote, or the folder that holds it.") from None
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """McNemar's exact two-sided p-value from the discordant counts (1.0 when there are none)."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0

@@ -5,7 +5,8 @@ test split (decoded by the data layer, as in training): accuracy, top-1 agreemen
 Keras model, size and single-image latency on this machine; each ``.tflite`` file is scored a
 second time as a phone feeds it (MediaPipe's resize, :mod:`kclassify.data.phone`). A file that
 loses more than ``max_accuracy_drop`` points (through kclassify's resize, or as the phone feeds a
-``.tflite`` file), or a float32 file that disagrees with Keras on more than 0.1 % of the images, is
+``.tflite`` file, where the drop must also be more than the test images' noise: McNemar p < 0.05), or a
+float32 file that disagrees with Keras on more than 0.1 % of the images, is
 not shipped under its normal name: it is kept as ``rejected-<file>`` and the export fails.
 """
 
@@ -38,6 +39,10 @@ REJECTED_PREFIX = "rejected-"
 STAGING_PREFIX = ".staging-"
 REPORT = "export_report.json"
 NO_PHONE = "none"  # export(phone=...): do not score .tflite files as a phone feeds them
+# The gate rejects a phone drop over --max-accuracy-drop that the test images' noise does not explain: with
+# ~200 test images, a model that scores the same through both resizes differs by +-2-3 points from image to
+# image noise (measured on intel_scenes: the same recipe's phone gap was +1.3, -2.2 and 0.0 over three splits).
+PHONE_SIGNIFICANCE = 0.05
 
 
 @dataclass
@@ -57,6 +62,9 @@ class FormatReport:
     # does (kclassify.data.phone), accuracy and points below the Keras model (kclassify's own resize)
     phone_accuracy: float | None = None
     phone_drop: float | None = None
+    # McNemar's p of the file's right/wrong through kclassify's resize against the phone's, image by image:
+    # whether the drop is more than these test images' sampling noise
+    phone_p: float | None = None
     latency_ms: float | None = None  # median single-image latency here
     latency_vs_tflite: float | None = None
     outside_xnnpack: dict[str, int] | None = None  # .tflite ops LiteRT runs off XNNPACK's fast path
@@ -171,13 +179,13 @@ def _export_format(fmt, source: Source, out: Path, images, phone, y, keras_top, 
         fmt.write(source, staging)
         report.size_bytes = _size(staging)
         predictor = load_predictor(staging, threads=threads)
-        _score_report(report, predictor.predict(images), y, keras_top, keras_accuracy)
+        probs = predictor.predict(images)
+        _score_report(report, probs, y, keras_top, keras_accuracy)
         report.latency_ms = round(predictor.latency_ms(images[0], latency_runs), 3)
         if predictor.kind == "tflite":
             report.outside_xnnpack = predictor.ops_outside_delegate()
         if predictor.kind == "tflite" and phone is not None:
-            report.phone_accuracy = _accuracy(predictor.predict(phone()).argmax(1), y)
-            report.phone_drop = (keras_accuracy - report.phone_accuracy) * 100
+            _score_phone(report, probs.argmax(1), predictor.predict(phone()).argmax(1), y, keras_accuracy)
         del predictor
     except Exception as e:  # noqa: BLE001 - one format failing must not stop the others
         _remove(staging)
@@ -266,17 +274,26 @@ def _score_report(report: FormatReport, probs, y, keras_top, keras_accuracy) -> 
     report.agreement = float(np.mean(top == keras_top))
 
 
+def _score_phone(report: FormatReport, top, phone_top, y, keras_accuracy: float) -> None:
+    from ..evaluation.compare import mcnemar_p
+
+    right, phone_right = top == y, phone_top == y
+    report.phone_accuracy = float(np.mean(phone_right))
+    report.phone_drop = (keras_accuracy - report.phone_accuracy) * 100
+    report.phone_p = mcnemar_p(int(np.sum(right & ~phone_right)), int(np.sum(~right & phone_right)))
+
+
 def _gate_reasons(report: FormatReport, fmt, max_drop: float) -> list[str]:
     """Why a scored file must not ship (on unrounded figures: 99.89 % is not 99.9 %)."""
     reasons = []
     if report.accuracy_drop > max_drop + 1e-9:
         reasons.append(f"accuracy {report.accuracy:.4f} is {report.accuracy_drop:.2f} points below the Keras "
                        f"model (--max-accuracy-drop {max_drop:g})")
-    if report.phone_drop is not None and report.phone_drop > max_drop + 1e-9:
+    if report.phone_drop is not None and report.phone_drop > max_drop + 1e-9 and report.phone_p < PHONE_SIGNIFICANCE:
         reasons.append(f"as a phone feeds it (photos resized without antialiasing) its accuracy is "
                        f"{report.phone_accuracy:.4f}, {report.phone_drop:.2f} points below the Keras model "
-                       f"(--max-accuracy-drop {max_drop:g}; a recipe that survives the phone's resize: "
-                       "docs/android.md)")
+                       f"(--max-accuracy-drop {max_drop:g}), more than the test images' noise (McNemar p = "
+                       f"{report.phone_p:.2g}; a recipe that survives the phone's resize: docs/android.md)")
     if fmt.float32 and report.agreement < FLOAT_AGREEMENT:
         reasons.append(f"a float32 file must give Keras' class on {FLOAT_AGREEMENT:.1%} of images; it does on "
                        f"{report.agreement:.2%}")
@@ -314,7 +331,7 @@ def _relative_costs(result: ExportResult) -> None:
     result.fastest = min(timed, key=lambda f: f.latency_ms).format if timed else None
 
 
-ROUNDING = {"accuracy": 4, "accuracy_drop": 2, "agreement": 4, "phone_accuracy": 4, "phone_drop": 2,
+ROUNDING = {"accuracy": 4, "accuracy_drop": 2, "agreement": 4, "phone_accuracy": 4, "phone_drop": 2, "phone_p": 4,
             "size_vs_tflite": 3, "latency_vs_tflite": 3}
 
 

@@ -17,19 +17,21 @@ AUTO_SCALE_MAX_INPUT = 256  # --input-scale's default keeps the model's input wi
 
 
 def default_input_scale(image_size: int, photo_side: float | None = None) -> int:
-    """``--input-scale`` when not given: the input as near the photos' size as whole multiples of
-    ``image_size`` get without passing it (``floor(photo_side / image_size)``), within 256 px; 2 when
-    the photos' size is unknown; at least 1 (photos smaller than the input: nothing to gain).
+    """``--input-scale`` when not given: 2 where the photos are at least twice ``image_size`` (or their
+    size is unknown) and the doubled input stays within 256 px; else 1 (photos no larger than the
+    input: a phone only upscales them, which aliases nothing).
 
-    Measured on intel_scenes (150 px photos; docs/benchmarks.md, issue 26): at 32 and 64 px, an input
-    near the photos' size loses least to a phone's resize. Not above 256 px: for pretrained backbones at
-    224 px a doubled input would cost a 4x larger decode cache and augmentation, and was not measured.
+    Measured on intel_scenes (150 px photos, three splits; docs/benchmarks.md, issue 26): with half the
+    training images resized as a phone does, K = 2 gave the best phone accuracy at 32 and 64 px (+16 and
+    +4 points over K = 1 without them, and +1-2 through kclassify's own resize); K = 4 at 32 px, an input
+    nearer the photos' size, left the phone less gap but scored 2 points lower on both paths. Not above
+    256 px: for pretrained backbones at 224 px a doubled input costs a 4x larger decode cache and
+    augmentation, and was not measured.
     """
     size = int(image_size)
-    cap = max(1, AUTO_SCALE_MAX_INPUT // size)
-    if photo_side is None:
-        return min(2, cap)
-    return int(max(1, min(cap, photo_side // size)))
+    if 2 * size > AUTO_SCALE_MAX_INPUT or (photo_side is not None and photo_side < 2 * size):
+        return 1
+    return 2
 
 
 WEIGHT_KEYWORDS = ("none", "imagenet")  # --weights values that name no file, even beside a folder of that name
