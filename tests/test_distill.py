@@ -124,3 +124,28 @@ def test_a_student_learns_from_a_teacher_what_the_labels_hide(tmp_path):
     assert info["teachers"][0]["path"] == str(teacher.run_dir) and len(info["teachers"][0]["fingerprint"]) == 64
     history = (taught.run_dir / "history.csv").read_text().splitlines()[0].split(",")
     assert {"accuracy", "val_accuracy", "val_loss", "f1"} <= set(history)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_refuses_a_teacher_whose_file_changed(tmp_path):
+    import keras
+
+    from kclassify import fit
+    from kclassify.errors import ConfigError
+
+    class Stop(keras.callbacks.Callback):  # a run cut off after its first epoch, as a kill would leave it
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    data = _manifest(tmp_path / "data", noisy=False)
+    teacher = fit(data=data, output=tmp_path / "teacher", verbose=0, **TINY)
+    settings = {**TINY, "epochs": 3, "teacher": str(teacher.run_dir)}
+    with pytest.raises(KeyboardInterrupt):
+        fit(data=data, output=tmp_path / "student", verbose=0, callbacks=[Stop()], **settings)
+    recorded = json.loads((tmp_path / "student" / "run.json").read_text())["teachers"]
+    assert recorded[0]["fingerprint"] != "" and (tmp_path / "student" / "config.yaml").is_file()
+    model = keras.models.load_model(teacher.run_dir / "model.keras")
+    model.get_layer("predictions").set_weights([w * 0 for w in model.get_layer("predictions").get_weights()])
+    model.save(teacher.run_dir / "model.keras")  # the teacher's file is not the one the run started with
+    with pytest.raises(ConfigError, match="teachers whose files have changed"):
+        fit(data=data, output=tmp_path / "student", verbose=0, **settings)

@@ -234,3 +234,20 @@ def test_the_phone_gate_rejects_drops_beyond_the_test_images_noise():
     [reason] = _gate_reasons(report, fmt, 1.0)
     assert "5.00 points below" in reason and "McNemar p = 0.002" in reason
     assert _gate_reasons(report, fmt, 6.0) == []  # within --max-accuracy-drop
+
+
+def test_a_jpeg_decodes_to_pillows_pixels(tmp_path):
+    """The accurate DCT: TensorFlow's default (fast) one moves pixels, which a phone's resize then aliases."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from kclassify.data.pipeline import decode_full
+
+    photo = textured(1, 48, 64, seed=5)[0]
+    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=80)
+    data = tf.io.read_file(str(tmp_path / "photo.jpg"))
+    pillow = np.asarray(Image.open(tmp_path / "photo.jpg").convert("RGB"))
+    assert np.array_equal(decode_full(data).numpy(), pillow)
+    assert not np.array_equal(tf.io.decode_image(data, channels=3).numpy(), pillow)  # the fast DCT differs
+    Image.fromarray(photo).save(tmp_path / "photo.png")  # other formats as before
+    assert np.array_equal(decode_full(tf.io.read_file(str(tmp_path / "photo.png"))).numpy(), photo)
