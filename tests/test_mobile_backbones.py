@@ -82,6 +82,7 @@ def test_trains_round_trips_and_exports_full_int8_with_every_op_on_xnnpack(name,
     assert outside == {"QUANTIZE": 2, "SOFTMAX": 1}
 
 
+@pytest.mark.slow
 def test_efficientnet_lite_loads_a_local_weights_file_and_fails_offline_in_one_line(tmp_path, monkeypatch):
     import keras
 

@@ -18,7 +18,8 @@ def small_data(tmp_path):
 
 
 def _base(data, **extra):
-    return build_config({"data": str(data), "image_size": 16, "epochs": 2, "batch_size": 8, "augment": 0.0, **extra})
+    return build_config({"data": str(data), "image_size": 16, "epochs": 2, "batch_size": 8, "augment": 0.0,
+                         "phone_resize": 0.0, **extra})  # the search's mechanics, not the phone's resizes
 
 
 def _rows(folder):
