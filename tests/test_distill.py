@@ -149,3 +149,16 @@ def test_a_resumed_run_refuses_a_teacher_whose_file_changed(tmp_path):
     model.save(teacher.run_dir / "model.keras")  # the teacher's file is not the one the run started with
     with pytest.raises(ConfigError, match="teachers whose files have changed"):
         fit(data=data, output=tmp_path / "student", verbose=0, **settings)
+
+
+@pytest.mark.parametrize("name", ["savedmodel/1", "model_int8.tflite"])
+def test_a_savedmodel_or_tflite_teacher_answers_in_the_pipeline(tiny_export, name):
+    import tensorflow as tf
+
+    from kclassify.training.distill import load_teachers, with_teacher_targets
+
+    [teacher] = load_teachers(str(tiny_export.folder / name), ["fox", "dog", "cat"])  # the student's order
+    images = tf.constant(np.stack([make_image(k, 16, seed=40 + k) for k in range(3)]).astype("float32"))
+    targets = tf.function(with_teacher_targets([teacher]))(images, tf.one_hot([2, 1, 0], 3)).numpy()
+    assert targets[:, 3:].argmax(axis=1).tolist() == [2, 1, 0]  # colour k is the student's class 2 - k
+    np.testing.assert_allclose(targets[:, 3:].sum(axis=1), 1.0, atol=0.02)

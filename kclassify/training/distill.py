@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from ..errors import ConfigError
 from ..inference import load_predictor
+from ..inference.backends import IMAGES_SIGNATURE
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before their logarithm
 
@@ -94,10 +95,9 @@ def _load(path: str, classes: list[str]) -> Teacher:
         def run(x):
             return tf.cast(model(resized(x), training=False), tf.float32)
     elif predictor.kind == "savedmodel":
-        signature = predictor._images
-
-        def run(x):
-            return signature(images=tf.cast(tf.round(resized(x)), tf.uint8))["probabilities"]
+        def run(x):  # through the predictor, which keeps the SavedModel (and its variables) alive
+            pixels = tf.cast(tf.round(resized(x)), tf.uint8)
+            return predictor.signatures[IMAGES_SIGNATURE](images=pixels)["probabilities"]
     else:  # .tflite: LiteRT runs outside the graph
         def run(x):
             out = tf.numpy_function(lambda a: predictor.predict(a.round().astype("uint8")), [resized(x)], tf.float32,
