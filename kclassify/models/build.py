@@ -186,14 +186,7 @@ def build_classifier(
     from keras import layers
 
     spec = get(backbone)
-    size, k = int(image_size or spec.default_size), int(input_scale)
-    if size < spec.min_size:
-        raise ConfigError(
-            f"Backbone {spec.name!r} needs an input of at least {spec.min_size}px; received "
-            f"image_size={size}. Pass --image-size {spec.min_size} or more."
-        )
-    if k < 1:
-        raise ConfigError(f"--input-scale must be a whole number of at least 1; received {input_scale!r}.")
+    size, k = _checked_sizes(spec, image_size, input_scale)
     num_classes = int(num_classes)  # Keras 3 rejects NumPy integers as layer sizes
     inputs = keras.Input((size * k, size * k, 3), name="image")
     x = _block_mean(inputs, k) if k > 1 else inputs
@@ -216,6 +209,19 @@ def build_classifier(
     # float32 output keeps softmax stable under mixed precision.
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=f"kclassify_{spec.name}")
+
+
+def _checked_sizes(spec: BackboneSpec, image_size: int | None, input_scale: int) -> tuple[int, int]:
+    """The backbone's working size (default: the registry's) and the input scale, or a ConfigError."""
+    size, k = int(image_size or spec.default_size), int(input_scale)
+    if size < spec.min_size:
+        raise ConfigError(
+            f"Backbone {spec.name!r} needs an input of at least {spec.min_size}px; received "
+            f"image_size={size}. Pass --image-size {spec.min_size} or more."
+        )
+    if k < 1:
+        raise ConfigError(f"--input-scale must be a whole number of at least 1; received {input_scale!r}.")
+    return size, k
 
 
 def float32_model(model):
