@@ -1,17 +1,19 @@
 """The accuracy-per-millisecond front of phone models: mobile backbones alone and distilled (issue 27).
 
-    python benchmarks/phone_front.py DATA --out bench/front [--sizes 96 160] [--seeds 1 2 3]
-        [--minutes 5] [--backbones small_cnn mobilenet_v3_small efficientnet_lite0 mobilenet_v4_conv_small]
-        [--teacher RUN[,RUN...]] [any fit flag, given to every student]
+    python benchmarks/phone_front.py DATA --out bench/front [--sizes 64 96] [--seeds 1 2 3]
+        [--minutes 2.5] [--backbones small_cnn mobilenet_v3_small efficientnet_lite0 mobilenet_v4_conv_small]
+        [--teacher RUN[,RUN...] | --teacher-minutes 8 --teacher-flags "--backbone small_cnn --image-size 64"]
+        [any fit flag, given to every student]
 
 For each split seed, a teacher (``--teacher``, e.g. ``tune --then-fit --distill K``'s ``teachers/``; by
-default one trained here per seed: small_cnn at width 2, 96 px, for twice ``--minutes``), then for each
+default one trained here per seed with ``--teacher-flags`` for ``--teacher-minutes``), then for each
 input size and backbone two students trained from scratch with the same wall time (``fit
---time-budget``): alone, and distilled from the teacher (``--teacher``). Each student is exported
-(``tflite,tflite-int8``) and scored: test accuracy through kclassify's resize (the run's own
-evaluation), through the phone's (``evaluate --preprocess mediapipe``), int8 and float32 single-image
-latency (LiteRT, XNNPACK, 1 thread, this machine) and file size from ``export_report.json``. The
-distilled student is compared with its alone twin by ``kclassify compare`` (paired, same test images).
+--time-budget``, which also pays for the teacher's forward passes): alone, and distilled from the
+teacher (``--teacher``). Each student is exported (``tflite,tflite-int8``) and scored from
+``export_report.json``: test accuracy through kclassify's resize (the run's own evaluation), through
+the phone's (the float32 .tflite fed MediaPipe's resize, issue 26), int8 accuracy, int8 and float32
+single-image latency (LiteRT, XNNPACK, 1 thread, this machine) and file size. The distilled student
+is compared with its alone twin by ``kclassify compare`` (paired, same test images).
 
 Writes ``front.csv``, ``front.png`` (test accuracy against int8 latency, each backbone and size alone and
 distilled; pooled over seeds) and prints the table. Runs already in --out are reused.
@@ -40,19 +42,15 @@ def fit(data: str, run: Path, seed: int, flags: list[str]) -> Path:
         # the export gate may reject a file (exit 1): its figures are still in export_report.json
         _run(["fit", "--data", data, "--seed", str(seed), "--output", str(run), "--weights", "none",
               "--export", "tflite,tflite-int8", *flags])
-    if not (run / "evaluation-mediapipe" / "report.json").is_file():
-        _run(["evaluate", str(run), "--preprocess", "mediapipe"])
     return run
 
 
 def figures(run: Path) -> dict:
-    def accuracy(folder: str) -> float:
-        return json.loads((run / folder / "report.json").read_text())["headline"]["accuracy"]
-
     export = json.loads((run / "export" / "export_report.json").read_text())
     rows = {f["format"]: f for f in export["formats"]}
     int8, f32 = rows.get("tflite-int8", {}), rows.get("tflite", {})
-    return {"kclassify": accuracy("evaluation"), "phone": accuracy("evaluation-mediapipe"),
+    headline = json.loads((run / "evaluation" / "report.json").read_text())["headline"]
+    return {"kclassify": headline["accuracy"], "phone": f32.get("phone_accuracy"),
             "int8_accuracy": int8.get("accuracy"), "int8_phone": int8.get("phone_accuracy"),
             "int8_ms": int8.get("latency_ms"), "float_ms": f32.get("latency_ms"),
             "int8_kb": round((int8.get("size_bytes") or 0) / 1024, 1), "int8_status": int8.get("status")}
@@ -72,7 +70,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     keys = sorted({(r["backbone"], r["size"]) for r in rows})
     for i, (backbone, size) in enumerate(keys):
-        for arm, marker in (("alone", "o"), ("distilled", "*")):
+        for arm, marker in (("alone", "o"), ("distilled", "*"), ("teacher", "s")):
             sel = [r for r in rows if (r["backbone"], r["size"], r["arm"]) == (backbone, size, arm) and r["int8_ms"]]
             if not sel:
                 continue
@@ -93,18 +91,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data")
     parser.add_argument("--out", type=Path, default=Path("bench/front"))
-    parser.add_argument("--sizes", type=int, nargs="+", default=[96, 160])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--minutes", type=float, default=5.0, help="wall time of each student's fit")
+    parser.add_argument("--minutes", type=float, default=2.5, help="wall time of each student's fit")
     parser.add_argument("--backbones", nargs="+", default=BACKBONES)
     parser.add_argument("--teacher", help="teacher run folder(s), comma-separated (default: one trained per seed)")
+    parser.add_argument("--teacher-minutes", type=float, default=8.0)
+    parser.add_argument("--teacher-flags", default="--backbone small_cnn --image-size 64",
+                        help="fit flags of the teacher trained per seed")
     args, extra = parser.parse_known_args()
     budget = f"{args.minutes * 60:.0f}s"
     rows = []
     for seed in args.seeds:
         teacher = args.teacher or str(fit(args.data, args.out / f"seed{seed}-teacher", seed,
-                                          ["--backbone", "small_cnn", "--width", "2", "--image-size", "96",
-                                           "--time-budget", f"{2 * args.minutes * 60:.0f}s"]))
+                                          [*args.teacher_flags.split(),
+                                           "--time-budget", f"{args.teacher_minutes * 60:.0f}s"]))
+        if not args.teacher:
+            rows.append({"seed": seed, "size": "", "backbone": "teacher", "arm": "teacher",
+                         **figures(Path(teacher)), "vs_alone_points": "", "mcnemar_p": "", "only_alone": "", "only_distilled": "",
+                         "run": teacher})
+            print(json.dumps(rows[-1]), flush=True)
         for size in args.sizes:
             for backbone in args.backbones:
                 flags = ["--backbone", backbone, "--image-size", str(size), "--time-budget", budget, *extra]
@@ -117,6 +123,8 @@ def main() -> None:
                                  "vs_alone_points": round(100 * diff["accuracy_difference"]["value"], 1)
                                  if arm == "distilled" else "",
                                  "mcnemar_p": round(diff["mcnemar_p"], 4) if arm == "distilled" else "",
+                                 "only_alone": diff["only_a_right"] if arm == "distilled" else "",
+                                 "only_distilled": diff["only_b_right"] if arm == "distilled" else "",
                                  "run": str(run)})
                     print(json.dumps(rows[-1]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +143,18 @@ def main() -> None:
                                                                              "float_ms", "int8_kb")}
                 print(f"{backbone:26} {size:4} {arm:9} {mean['kclassify']:6.3f} {mean['phone']:6.3f} "
                       f"{mean['int8_ms']:8.2f} {mean['float_ms']:8.2f} {mean['int8_kb']:7.0f}")
+    distilled = [r for r in rows if r["arm"] == "distilled"]
+    alone, taught = sum(r["only_alone"] for r in distilled), sum(r["only_distilled"] for r in distilled)
+    from kclassify.evaluation.compare import mcnemar_p
+
+    print(f"\ndistilled against alone, pooled over every backbone, size and seed: {taught} images only the "
+          f"distilled student got right, {alone} only the one alone; McNemar p = {mcnemar_p(alone, taught):.3g}")
+    teachers = [r for r in rows if r["arm"] == "teacher"]
+    if teachers:
+        mean = {k: sum(r[k] or 0 for r in teachers) / len(teachers) for k in ("kclassify", "phone", "int8_ms",
+                                                                              "float_ms", "int8_kb")}
+        print(f"{'teacher (' + args.teacher_flags + ')':31} {'teacher':9} {mean['kclassify']:6.3f} "
+              f"{mean['phone']:6.3f} {mean['int8_ms']:8.2f} {mean['float_ms']:8.2f} {mean['int8_kb']:7.0f}")
     print(f"\n{args.out / 'front.csv'}, {args.out / 'front.png'}")
 
 

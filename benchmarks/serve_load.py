@@ -158,7 +158,7 @@ def in_process_floor(run: Path, jpeg: bytes, backend: str) -> dict:
     decoder = Decoder(served.predictor.image_size)
     image = decoder(jpeg)
     for _ in range(20):
-        served.predictor._predict_batch(decoder(jpeg)[None])
+        served.predictor.predict_batch(decoder(jpeg)[None])
 
     def median_ms(fn, n=200):
         times = []
@@ -169,8 +169,8 @@ def in_process_floor(run: Path, jpeg: bytes, backend: str) -> dict:
         return statistics.median(times) * 1000
 
     decode = median_ms(lambda: decoder(jpeg))
-    invoke = median_ms(lambda: served.predictor._predict_batch(image[None]))
-    both = median_ms(lambda: served.predictor._predict_batch(decoder(jpeg)[None]))
+    invoke = median_ms(lambda: served.predictor.predict_batch(image[None]))
+    both = median_ms(lambda: served.predictor.predict_batch(decoder(jpeg)[None]))
     return {"model": str(served.predictor.path), "decode_ms": decode, "invoke_ms": invoke, "decode_and_invoke_ms": both}
 
 

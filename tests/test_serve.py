@@ -146,7 +146,7 @@ def test_the_bomb_is_refused_without_allocating_it(client):
 def test_unexpected_failures_are_500_without_details(served):
     app = create_app(served)
     with TestClient(app, raise_server_exceptions=False) as c:
-        original = served.predictor._predict_batch
+        original = served.predictor.predict_batch
         app.state.batcher.predict_batch = lambda images: (_ for _ in ()).throw(RuntimeError("secret detail"))
         try:
             response = post_image(c, RED)

@@ -382,7 +382,7 @@ def test_reuse_keeps_no_time_for_a_best_trial_that_trained_all_epochs():
 
     import keras_tuner
 
-    from kclassify.tuning.tuner import KClassifyTuner, ran_all_epochs
+    from kclassify.tuning.tuner import KClassifyTuner, SearchSettings, ran_all_epochs
 
     assert ran_all_epochs({"tuner/epochs": 27}, 27) and ran_all_epochs({}, 27)
     assert not ran_all_epochs({"tuner/epochs": 9}, 27)
@@ -392,7 +392,7 @@ def test_reuse_keeps_no_time_for_a_best_trial_that_trained_all_epochs():
         hp = keras_tuner.HyperParameters()
         hp.values.update({"tuner/epochs": epochs, "tuner/initial_epoch": 0 if epochs == 9 else 9})
         trial = SimpleNamespace(trial_id="001" if epochs == 9 else "002", hyperparameters=hp)
-        tuner = SimpleNamespace(trial_stats=stats, kclassify_then_fit=mode, kclassify_final_share=None,
+        tuner = SimpleNamespace(trial_stats=stats, settings=SearchSettings(3, then_fit=mode),
                                 hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
         tuner.refit_reserve = lambda t, tuner=tuner: KClassifyTuner.refit_reserve(tuner, t)
         tuner.final_reserve = lambda t, tuner=tuner: KClassifyTuner.final_reserve(tuner, t)
@@ -405,15 +405,15 @@ def test_final_share_keeps_its_part_of_the_budget_or_the_retrain_if_longer():
 
     import keras_tuner
 
-    from kclassify.tuning.tuner import KClassifyTuner
+    from kclassify.tuning.tuner import KClassifyTuner, SearchSettings
 
     hp = keras_tuner.HyperParameters()
     hp.values.update({"tuner/epochs": 9, "tuner/initial_epoch": 0})
     trial = SimpleNamespace(trial_id="001", hyperparameters=hp)
     stats = {"001": {"seconds": 45.0}, "002": {"seconds": 90.0}}  # retraining 001 for 27 epochs: 135 s
     for share, budget, reserve in [(0.5, 900, 90.0 + 450.0), (0.1, 900, 90.0 + 135.0), (None, 900, 90.0 + 135.0)]:
-        tuner = SimpleNamespace(trial_stats=stats, kclassify_then_fit="retrain", kclassify_final_share=share,
-                                kclassify_time_budget=budget,
+        tuner = SimpleNamespace(trial_stats=stats,
+                                settings=SearchSettings(3, then_fit="retrain", final_share=share, time_budget=budget),
                                 hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
         tuner.refit_reserve = lambda t, tuner=tuner: KClassifyTuner.refit_reserve(tuner, t)
         tuner.final_reserve = lambda t, tuner=tuner: KClassifyTuner.final_reserve(tuner, t)
@@ -426,7 +426,7 @@ def test_a_trials_clock_keeps_the_final_models_share_once_a_trial_can_be_retrain
 
     import keras_tuner
 
-    from kclassify.tuning.tuner import KClassifyTuner
+    from kclassify.tuning.tuner import KClassifyTuner, SearchSettings
 
     hp = keras_tuner.HyperParameters()
     hp.values.update({"tuner/epochs": 9, "tuner/initial_epoch": 0})
@@ -434,30 +434,29 @@ def test_a_trials_clock_keeps_the_final_models_share_once_a_trial_can_be_retrain
     running = SimpleNamespace(trial_id="002", hyperparameters=hp, score=None, status="RUNNING")
     stats = {"001": {"seconds": 45.0}}  # retraining it for 27 epochs: 135 s, less than the share
 
-    def tuner(**changes):
+    def tuner(worker=False, trial_stats=stats, **changes):
         oracle = SimpleNamespace(trials={"001": best, "002": running},
                                  get_best_trials=lambda n: [best, running][:n])  # KerasTuner pads with the rest
-        t = SimpleNamespace(trial_stats=stats, oracle=oracle, kclassify_then_fit="retrain", kclassify_final_share=0.5,
-                            kclassify_time_budget=900, kclassify_started=1000.0, kclassify_worker=False,
-                            executions_per_trial=2,
+        settings = dict(then_fit="retrain", final_share=0.5, time_budget=900, started=1000.0) | changes
+        t = SimpleNamespace(trial_stats=trial_stats, oracle=oracle, settings=SearchSettings(3, **settings),
+                            worker=worker, executions_per_trial=2,
                             hypermodel=SimpleNamespace(config_for=lambda hp: build_config({"epochs": 27})))
-        t.__dict__.update(changes)
         t.refit_reserve = lambda trial: KClassifyTuner.refit_reserve(t, trial)
         t.final_reserve = lambda trial: KClassifyTuner.final_reserve(t, trial)
         return t
 
     limit = KClassifyTuner.time_limit(tuner())
     assert (limit.ends_at, limit.kept, limit.runs_after, limit.refit_own) == (1900.0, 450.0, 2, True)
-    without_share = KClassifyTuner.time_limit(tuner(kclassify_final_share=None))
+    without_share = KClassifyTuner.time_limit(tuner(final_share=None))
     assert without_share.kept == pytest.approx(135.0) and not without_share.refit_own  # a fixed-epoch retrain
-    assert KClassifyTuner.time_limit(tuner(kclassify_then_fit="reuse", kclassify_final_share=None)).kept == \
+    assert KClassifyTuner.time_limit(tuner(then_fit="reuse", final_share=None)).kept == \
         pytest.approx(135.0)  # the best stopped at rung 9 of 27: reuse retrains it
     best.status = "FAILED"  # only the running trial is left to rank: no clock
     try:
         assert KClassifyTuner.time_limit(tuner()) is None
     finally:
         best.status = "COMPLETED"
-    for changes in [{"kclassify_then_fit": None}, {"kclassify_time_budget": None}, {"kclassify_worker": True},
+    for changes in [{"then_fit": None}, {"time_budget": None}, {"worker": True},
                     {"trial_stats": {"001": {"seconds": 45.0, "infeasible": "over --max-params"}}}]:
         assert KClassifyTuner.time_limit(tuner(**changes)) is None, changes  # no limit; nothing to fall back on
 

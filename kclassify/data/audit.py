@@ -22,13 +22,13 @@ from pathlib import Path
 from ..errors import ConfigError, DataError
 from . import duplicates
 from .files import MAX_PIXELS, is_candidate
+from .audit_report import build_report, summary, write_html
 from .inspect import Inspected, inspect_file
 from .sources import Item, Source, cache_dir, resolve_source
 from .split import apply_split_file, assign_splits
 
 log = logging.getLogger(__name__)
 
-QUIRKS = ("cmyk", "sixteen_bit", "palette", "transparency", "animated", "exif_rotated", "extension_mismatch")
 SCHEMA = 1
 
 
@@ -80,8 +80,6 @@ def audit(spec: str, *, split_file: str | Path | None = None, splits: dict[str, 
         >>> result.report["duplicates"]["across_splits"]["count"]
         0
     """
-    from .audit_report import build_report, summary, write_html
-
     settings = settings or AuditSettings()
     settings.check()
     manifest = Path(write_manifest).expanduser() if write_manifest else None

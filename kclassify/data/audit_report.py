@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..htmlpage import escape, page, section, thumbnail
 from . import duplicates
+from .inspect import QUIRKS
 
 SIZE_CHECKS = ("tiny", "extreme_aspect", "huge")
 IMBALANCE_WEIGHTS_FROM = 1.5  # largest/smallest class ratio from which class weights are advised
@@ -36,8 +37,6 @@ GROUPS_SHOWN = 300  # duplicate groups drawn in the page (all are in audit.json)
 
 def build_report(source, files, stray: dict, settings, split_from: str, started: float) -> dict:
     checks = {"unreadable": _listing((f, f.error) for f in files if f.error and "huge" not in f.notes)}
-    from .audit import QUIRKS
-
     for quirk in QUIRKS:
         checks[quirk] = _listing((f, f.notes[quirk]) for f in files if quirk in f.notes)
     checks["tiny"] = _listing((f, f"{f.width}x{f.height}") for f in files

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from .files import MAX_PIXELS, SUPPORTED_FORMATS
 
+# What inspect_file notes about a readable file (the keys of Inspected.notes), in the audit's order.
+QUIRKS = ("cmyk", "sixteen_bit", "palette", "transparency", "animated", "exif_rotated", "extension_mismatch")
+
 # extension -> the formats a file with it may hold
 EXTENSION_FORMATS = {
     ".jpg": {"JPEG", "MPO"}, ".jpeg": {"JPEG", "MPO"}, ".jpe": {"JPEG", "MPO"}, ".png": {"PNG"}, ".gif": {"GIF"},

@@ -21,6 +21,7 @@ from ..data import PreparedData, write_split
 from ..data.sources import Item
 from ..data.split import unit_hash
 from ..runs import RunFolder
+from .scored import Scored
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,9 @@ def fold_of(path: str, k: int, seed: int) -> int:
 
 
 def cross_validated(run: RunFolder, prepared: PreparedData, labels: list[str], k: int, batch_size: int):
-    """A :class:`~kclassify.evaluation.evaluate.Scored` of every image, from the fold model that held it out."""
+    """A :class:`~kclassify.evaluation.scored.Scored` of every image, from the fold model that held it out."""
     from ..inference import load_predictor
     from ..training.fit import fit
-    from .evaluate import Scored
 
     cfg = config_mod.from_yaml_file(run.config)
     seed = cfg.train.seed

@@ -33,7 +33,9 @@ from ..runs import RunFolder, write_json
 from . import plots as plot
 from .calibration import calibration_report
 from .html import write_report_html
+from .crossval import cross_validated
 from .metrics import at_threshold, best_f1_threshold, classification_metrics, headline
+from .scored import Scored
 from .suspects import METHOD, find_suspects, write_suspects
 
 log = logging.getLogger(__name__)
@@ -43,22 +45,6 @@ GALLERY = 24  # worst mistakes shown in the page
 SUSPECTS_SHOWN = 24
 OUT_OF_SAMPLE = ("val", "test")  # splits a run's model never trained on
 SCHEMA = 1
-
-
-@dataclass
-class Scored:
-    """Predicted images: their records, true class indices and probabilities, aligned."""
-
-    records: list
-    y: np.ndarray
-    probs: np.ndarray
-
-    def where(self, keep) -> "Scored":
-        mask = np.array([keep(r) for r in self.records], bool)
-        return Scored([r for r, k in zip(self.records, mask) if k], self.y[mask], self.probs[mask])
-
-    def __len__(self) -> int:
-        return len(self.records)
 
 
 @dataclass
@@ -245,8 +231,6 @@ def _threshold(evaluated: Scored, val: Scored, labels: list[str]) -> dict:
 def _suspects(run, scored, evaluated, labels, cross_validate, prepared, predictor, batch_size):
     """Suspect rows over out-of-sample probabilities, where those came from, and how many images they cover."""
     if cross_validate:
-        from .crossval import cross_validated
-
         pool, name = cross_validated(run, prepared, predictor.labels, cross_validate, batch_size), \
             f"{cross_validate}-fold cross-validated probabilities of every image"
     elif run is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError
+from ..upstream import interpreter_nodes
 from .predictor import Predictor, check_output
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class KerasPredictor(Predictor):
         spec = tf.TensorSpec((None, *shape[1:]), tf.float32)
         self._call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
-    def _predict_batch(self, images: np.ndarray) -> np.ndarray:
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
         return self._call(images.astype(np.float32)).numpy()
 
 
@@ -82,7 +83,7 @@ class SavedModelPredictor(Predictor):
             check_output(path, int(width), info["labels"])
         super().__init__(path, info["labels"], info["image_size"], "uint8")
 
-    def _predict_batch(self, images: np.ndarray) -> np.ndarray:
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
         return self._images(images=tf.constant(images, tf.uint8))["probabilities"].numpy()
@@ -153,7 +154,7 @@ class TFLitePredictor(Predictor):
         delegate, the model's output, or another such node. Empty: the whole graph is on the
         fast path. (LiteRT's Python API exposes nodes, not the execution plan.)
         """
-        it = self.interpreter._interpreter
+        it = interpreter_nodes(self.interpreter)
         nodes = range(it.NumNodes())
         delegates = [n for n in nodes if it.NodeName(n) == "DELEGATE"]
         made = {t for n in delegates for t in it.NodeOutputs(n)}
@@ -173,7 +174,7 @@ class TFLitePredictor(Predictor):
             counts[it.NodeName(n)] = counts.get(it.NodeName(n), 0) + 1
         return counts
 
-    def _predict_batch(self, images: np.ndarray) -> np.ndarray:
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
         out = []
         for image in images:
             self.interpreter.set_tensor(self._in["index"], _quantize(image[None], self._in, self.normalization))

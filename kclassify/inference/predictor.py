@@ -91,7 +91,7 @@ class Predictor(ABC):
             images = self._resize(images)
         if len(images) == 0:
             return np.zeros((0, self.num_classes), np.float32)
-        out = [self._predict_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        out = [self.predict_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
         return np.concatenate(out).astype(np.float32)
 
     def predict_files(self, paths: Sequence[str | Path], batch_size: int = DEFAULT_BATCH,
@@ -113,7 +113,7 @@ class Predictor(ABC):
         done = set()
         bar = _progress(len(good), progress)
         for index, images in self._decoded(good, [str(checked[i].decode_path) for i in good], batch_size):
-            probs = self._predict_batch(images)
+            probs = self.predict_batch(images)
             for i, p in zip(index, probs):
                 results[i].probabilities = p.astype(np.float32)
                 done.add(int(i))
@@ -134,11 +134,11 @@ class Predictor(ABC):
         """Median milliseconds of one single-image :meth:`predict` call (uint8 image at ``image_size``)."""
         batch = np.asarray(image, np.uint8)[None]
         for _ in range(warmup):
-            self._predict_batch(batch)
+            self.predict_batch(batch)
         times = []
         for _ in range(runs):
             start = time.perf_counter()
-            self._predict_batch(batch)
+            self.predict_batch(batch)
             times.append(time.perf_counter() - start)
         return float(np.median(times) * 1000)
 
@@ -147,8 +147,11 @@ class Predictor(ABC):
                 "image_size": self.image_size, "input_dtype": self.input_dtype, "resize": self.resize}
 
     @abstractmethod
-    def _predict_batch(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities for uint8 images already at ``image_size``."""
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities ``(N, C)`` for uint8 images ``(N, S, S, 3)`` already at ``image_size``, in one model call.
+
+        No resize, no split into batches (what :meth:`predict` adds): the call a server's batcher makes.
+        """
 
     def _resize(self, images: np.ndarray) -> np.ndarray:
         import tensorflow as tf

@@ -55,7 +55,7 @@ def create_app(served: ServedModel, settings: Settings | None = None) -> FastAPI
     telemetry = Telemetry()
     decoder = Decoder(served.predictor.image_size, settings.max_pixels)
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="kclassify-decode")
-    batcher = Batcher(served.predictor._predict_batch, settings.max_batch, settings.batch_timeout_ms,
+    batcher = Batcher(served.predictor.predict_batch, settings.max_batch, settings.batch_timeout_ms,
                       observe=telemetry.batch_size.observe)
 
     @contextlib.asynccontextmanager

@@ -28,6 +28,7 @@ from ..data.phone import typical_side
 from ..data.pipeline import batches, mixed_resizes
 from ..models import get as get_backbone
 from ..models.build import adapt_preprocessing, classifier_for, default_input_scale, transfer_head
+from ..upstream import reset_initial_epoch
 from .distill import DistillationLoss, OnLabels, load_teachers, with_teacher_targets
 from .finetune import Phase, plan_phases, prepare_phase
 from .losses import build_loss, class_weights
@@ -261,10 +262,7 @@ def keras_fit(recipe: Recipe, callbacks: Callable[[Phase], list], verbose="auto"
     """A :data:`PhaseFit` running ``model.fit`` on the recipe's data with ``callbacks(phase)``."""
 
     def run(model, phase: Phase, first: int, last: int) -> dict:
-        # BackupAndRestore sets model._initial_epoch when it restores, and Keras' fit prefers it to
-        # initial_epoch ever after: a run resumed inside the head phase started fine-tuning at the
-        # head's resumed epoch (trained twice). Each phase's fit starts clean; its backup sets it anew.
-        model._initial_epoch = None
+        reset_initial_epoch(model)  # each phase's fit starts clean; its backup sets it anew
         return model.fit(
             recipe.datasets["train"], validation_data=recipe.datasets.get("val"), initial_epoch=first,
             epochs=last, callbacks=callbacks(phase), class_weight=recipe.class_weight,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
+from ..upstream import gradient_registry, tuner_json_module
+
 
 @contextlib.contextmanager
 def released_custom_gradients():
@@ -16,11 +18,8 @@ def released_custom_gradients():
     KerasTuner runs before each build) do not reach it (tensorflow#61791, tf-keras#286).
     Measured here: +20 MiB resident per small_cnn trial without this, flat with it.
     """
-    try:
-        from tensorflow.python.framework import ops
-
-        registry = ops._gradient_registry._registry
-    except (ImportError, AttributeError):  # TensorFlow changed its internals: nothing to release
+    registry = gradient_registry()
+    if registry is None:  # TensorFlow changed its internals: nothing to release
         yield
         return
     before = set(registry)
@@ -43,9 +42,8 @@ def atomic_tuner_state() -> None:
     import json
     import os
 
-    try:
-        from keras_tuner.src import utils
-    except ImportError:  # another KerasTuner layout: leave it as it is
+    utils = tuner_json_module()
+    if utils is None:  # another KerasTuner layout: leave it as it is
         return
     if getattr(utils.save_json, "kclassify_atomic", False):
         return

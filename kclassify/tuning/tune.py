@@ -29,7 +29,7 @@ from .distributed import configure_distributed
 from .hypermodel import ClassifierHyperModel
 from .report import TuneResult, pareto_front, write_outputs
 from .space import SearchSpace
-from .tuner import ALGORITHMS, make_tuner
+from .tuner import ALGORITHMS, SearchSettings, make_tuner
 
 __all__ = ["ALGORITHMS", "Budget", "TuneResult", "configure_distributed", "pareto_front", "tune"]
 
@@ -89,16 +89,15 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
         write_split(split_file, data.items())
     hypermodel = ClassifierHyperModel(base, space, data, folder / "cache")
     direction = "min" if objective.endswith("loss") else "max"
-    tuner = make_tuner(algorithm, hypermodel, keras_tuner.Objective(objective, direction), folder, max_trials,
+    then_fit = "retrain" if then_fit is True else (then_fit or None)
+    check_final_share(final_share, time_budget, then_fit)
+    settings = SearchSettings(max_trials=max_trials, started=time.perf_counter() if started is None else started,
+                              time_budget=time_budget, then_fit=then_fit, final_share=final_share,
+                              limits=limits or Budget())
+    tuner = make_tuner(algorithm, hypermodel, keras_tuner.Objective(objective, direction), folder, settings,
                        base.train.seed, executions_per_trial, base.train.epochs, min_epochs)
     if distributed != "worker":  # the oracle (the chief's, when distributed) knows the space up front
         hypermodel.declare(tuner.oracle.hyperparameters)
-    tuner.kclassify_started = time.perf_counter() if started is None else started
-    tuner.kclassify_time_budget = time_budget
-    tuner.kclassify_then_fit = "retrain" if then_fit is True else (then_fit or None)
-    check_final_share(final_share, time_budget, tuner.kclassify_then_fit)
-    tuner.kclassify_final_share = final_share
-    tuner.kclassify_limits = limits or Budget()
     import keras
 
     # KerasTuner gives each trial its own folder under logs/ and writes its hyperparameters
@@ -109,7 +108,7 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     if distributed == "chief":  # the workers ran and measured the trials
         for path in sorted(folder.glob("trial_stats-*.json")):
             tuner.trial_stats.update(json.loads(path.read_text()))
-    return write_outputs(folder, tuner, space, objective, tuner.kclassify_limits)
+    return write_outputs(folder, tuner, space, objective, settings.limits)
 
 
 def base_settings(folder: Path, base: Config) -> Config:

@@ -7,13 +7,15 @@ import logging
 import os
 import random
 import time
-import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras_tuner
 
 from ..errors import ConfigError
 from ..runs import write_json
+from ..upstream import QuietContinuation, has_value_source, is_duplicate, max_collisions, plan_hyperband, \
+    replace_value_source
 from .budget import Budget, infeasible_score
 from .report import best_feasible
 from .tf_workarounds import atomic_tuner_state, released_custom_gradients
@@ -28,11 +30,51 @@ ALGORITHMS = {
 }
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """What kclassify's tuner needs beyond KerasTuner's own arguments (see :func:`kclassify.tuning.tune`).
+
+    Attributes:
+        max_trials: the search's trial count (the log's "trial 3/10").
+        started: a ``time.perf_counter()`` reading: when the time budget began.
+        time_budget: seconds after ``started`` no new trial starts; None: no clock.
+        then_fit: ``"retrain"`` or ``"reuse"`` when the final model's time must be kept, else None.
+        final_share: with ``then_fit="retrain"``, the share of ``time_budget`` kept for the final fit.
+        limits: the deployment budget (parameters, LiteRT latency) checked before a trial trains.
+    """
+
+    max_trials: int
+    started: float = field(default_factory=time.perf_counter)
+    time_budget: float | None = None
+    then_fit: str | None = None
+    final_share: float | None = None
+    limits: Budget = field(default_factory=Budget)
+
+
 class KClassifyTuner:
-    """Mixed into a KerasTuner tuner: the deployment budget, per-trial costs, one log line per trial."""
+    """Mixed into a KerasTuner tuner: the deployment budget, per-trial costs, one log line per trial.
+
+    Built by :func:`make_tuner`, which passes ``settings`` (a :class:`SearchSettings`) and ``folder``
+    beside KerasTuner's own constructor arguments.
+    """
+
+    def __init__(self, *args, settings: SearchSettings, folder: Path, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+        worker = os.environ.get("KERASTUNER_TUNER_ID", "")  # one file per distributed worker
+        self.worker = worker.startswith("tuner")  # a distributed worker sees its own trials only
+        suffix = "-" + worker if self.worker else ""
+        self.stats_file = folder / f"trial_stats{suffix}.json"
+        self.trial_stats = json.loads(self.stats_file.read_text()) if self.stats_file.is_file() else {}
+        self.profiles_file = folder / f"profiles{suffix}.json"
+        self.trial_started = None
+        try:
+            self.done = len([t for t in self.oracle.trials.values() if t.status != "RUNNING"])
+        except AttributeError:  # a distributed worker's OracleClient has no trial list
+            self.done = 0
 
     def run_trial(self, trial, *args, **kwargs):
-        budget: Budget = self.kclassify_limits
+        budget: Budget = self.settings.limits
         profile = self.hypermodel.profile(trial.hyperparameters, latency=budget.latency, threads=budget.threads)
         write_json(self.profiles_file, self.hypermodel.profiles)  # atomic: a kill -9 leaves the old file
         reasons = budget.violations(profile)
@@ -76,40 +118,31 @@ class KClassifyTuner:
     def _penalty(self) -> dict:
         return {self.oracle.objective.name: infeasible_score(self.oracle, len(self.hypermodel.data.classes))}
 
-    def _build_hypermodel(self, hp):
-        # A Hyperband continuation loads the earlier rung's weights (KerasTuner saves the optimizer's
-        # too, but loads them into a model whose optimizer is not built yet, and says so). The
-        # trial then goes on along its learning-rate schedule (kclassify sets the step counter);
-        # Adam's moments restart, as they do in KerasTuner itself.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            return super()._build_hypermodel(hp)
-
     def on_trial_begin(self, trial):
-        self._trial_started = time.perf_counter()
+        self.trial_started = time.perf_counter()
         super().on_trial_begin(trial)
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
-        seconds = time.perf_counter() - getattr(self, "_trial_started", time.perf_counter())
+        seconds = time.perf_counter() - (self.trial_started or time.perf_counter())
         stats = self.trial_stats.setdefault(trial.trial_id, {})
         stats["seconds"] = seconds
         stats["rss_mb"] = _resident_mb()  # trial after trial, this should stay flat
         write_json(self.stats_file, self.trial_stats)  # kept across resumes; atomic
-        self.kclassify_done += 1
-        done = self.kclassify_done
-        total = None if getattr(self, "kclassify_worker", False) else self.kclassify_max_trials
+        self.done += 1
+        done = self.done
+        total = None if self.worker else self.settings.max_trials
         best = best_feasible(self.oracle, self.trial_stats, 1)
         score = trial.score
-        if score is None and self.kclassify_worker:  # the chief scored it
+        if score is None and self.worker:  # the chief scored it
             score = self.oracle.get_trial(trial.trial_id).score
-        elapsed = time.perf_counter() - self.kclassify_started
+        elapsed = time.perf_counter() - self.settings.started
         eta = elapsed / max(done, 1) * max(total - done, 0) if total else 0
-        budget = getattr(self, "kclassify_time_budget", None)
+        budget = self.settings.time_budget
         reserve = self.reserve(best[0]) if budget and best else 0.0
         if budget:  # no new trial starts once budget - reserve is spent
             eta = min(eta, max(budget - reserve - elapsed, 0) + seconds)
-        if budget and elapsed + reserve > budget and not self.kclassify_worker:
+        if budget and elapsed + reserve > budget and not self.worker:
             retrain = reserve > longest_trial(self.trial_stats)
             kept = (f" (keeping {reserve:.0f}s for the longest trial{' and retraining the best' if retrain else ''})"
                     if reserve else "")
@@ -134,7 +167,7 @@ class KClassifyTuner:
         turns out longer than the longest so far is stopped when it would eat into the final
         model's time (:meth:`time_limit`).
         """
-        if not self.kclassify_then_fit:
+        if not self.settings.then_fit:
             return 0.0
         return longest_trial(self.trial_stats) + self.final_reserve(best)
 
@@ -147,10 +180,10 @@ class KClassifyTuner:
         if that is longer.
         """
         epochs = self.hypermodel.config_for(best.hyperparameters).train.epochs
-        if self.kclassify_then_fit == "reuse" and ran_all_epochs(best.hyperparameters.values, epochs):
+        if self.settings.then_fit == "reuse" and ran_all_epochs(best.hyperparameters.values, epochs):
             return 0.0
-        share = self.kclassify_final_share
-        final = share * self.kclassify_time_budget if share else 0.0  # tune checks that a budget comes with it
+        share = self.settings.final_share
+        final = share * self.settings.time_budget if share else 0.0  # tune checks that a budget comes with it
         return max(final, self.refit_reserve(best))
 
     def time_limit(self) -> TimeLimit | None:
@@ -160,14 +193,14 @@ class KClassifyTuner:
         worker (which does not see the other workers' trials), and while no trial has finished to
         fall back on.
         """
-        budget = getattr(self, "kclassify_time_budget", None)
-        if not budget or not self.kclassify_then_fit or self.kclassify_worker:
+        budget = self.settings.time_budget
+        if not budget or not self.settings.then_fit or self.worker:
             return None
         best = best_feasible(self.oracle, self.trial_stats, 1)
         if not best:
             return None
-        return TimeLimit(self.kclassify_started + budget, kept=self.final_reserve(best[0]),
-                         runs=getattr(self, "executions_per_trial", 1), refit_own=bool(self.kclassify_final_share))
+        return TimeLimit(self.settings.started + budget, kept=self.final_reserve(best[0]),
+                         runs=self.executions_per_trial, refit_own=bool(self.settings.final_share))
 
     def refit_reserve(self, trial) -> float:
         """Seconds retraining ``trial``'s settings for all epochs will take, from its own seconds per epoch.
@@ -204,7 +237,7 @@ def ran_all_epochs(values: dict, epochs: int) -> bool:
     return int(values.get("tuner/epochs", epochs)) >= int(epochs)
 
 
-def make_tuner(algorithm: str, hypermodel, objective, folder: Path, max_trials: int, seed: int,
+def make_tuner(algorithm: str, hypermodel, objective, folder: Path, settings: SearchSettings, seed: int,
                executions: int, max_epochs: int, min_epochs: int = 1):
     """A KerasTuner tuner of ``algorithm`` with kclassify's mixin, resuming what ``folder`` holds.
 
@@ -215,46 +248,31 @@ def make_tuner(algorithm: str, hypermodel, objective, folder: Path, max_trials: 
         raise ConfigError(f"Unknown algorithm {algorithm!r}. Valid: {', '.join(ALGORITHMS)}.")
     atomic_tuner_state()  # a kill -9 must never leave an empty state file behind
     base = ALGORITHMS[algorithm]
-    cls = type(f"KClassify{base.__name__}", (KClassifyTuner, base), {})
+    cls = type(f"KClassify{base.__name__}", (KClassifyTuner, QuietContinuation, base), {})
     common = dict(hypermodel=hypermodel, objective=objective, directory=str(folder), project_name="tuner",
-                  overwrite=False, seed=seed, max_retries_per_trial=0, max_consecutive_failed_trials=3)
+                  overwrite=False, seed=seed, max_retries_per_trial=0, max_consecutive_failed_trials=3,
+                  settings=settings, folder=folder)
     if algorithm == "hyperband":
         # Iterations repeat until --max-trials or --time-budget (KerasTuner's default of one iteration
         # ended a 7.5-minute search on intel_scenes after 10 trials and 6 minutes).
         tuner = cls(max_epochs=max_epochs, factor=3, hyperband_iterations=0, **common)  # 0: no limit
-        tuner.oracle.max_trials = max_trials
+        tuner.oracle.max_trials = settings.max_trials
         if not tuner.oracle.trials:  # a new search (a resumed one keeps its rungs): plan brackets anew
-            oracle = tuner.oracle
-            oracle.min_epochs = max(1, min(int(min_epochs), max_epochs))
-            oracle._current_bracket = oracle._get_num_brackets() - 1
-            oracle._brackets = []
-            oracle._start_new_bracket()
+            plan_hyperband(tuner.oracle, min_epochs, max_epochs)
     else:
-        tuner = cls(max_trials=max_trials, executions_per_trial=executions, **common)
-    worker = os.environ.get("KERASTUNER_TUNER_ID", "")  # one file per distributed worker
-    suffix = "-" + worker if worker.startswith("tuner") else ""
-    tuner.stats_file = folder / f"trial_stats{suffix}.json"
-    tuner.trial_stats = json.loads(tuner.stats_file.read_text()) if tuner.stats_file.is_file() else {}
-    tuner.profiles_file = folder / f"profiles{suffix}.json"
+        tuner = cls(max_trials=settings.max_trials, executions_per_trial=executions, **common)
     for path in sorted(folder.glob("profiles*.json")):  # architectures measured before (resume, other workers)
         hypermodel.profiles.update(json.loads(path.read_text()))
     defaults_first(tuner.oracle)
-    tuner.kclassify_max_trials = max_trials
-    tuner.kclassify_then_fit = None  # tune(then_fit=...) keeps time for the final model
-    tuner.kclassify_final_share = None  # tune(final_share=...): how much of the time budget
-    tuner.kclassify_worker = worker.startswith("tuner")  # a distributed worker sees its own trials only
-    try:
-        tuner.kclassify_done = len([t for t in tuner.oracle.trials.values() if t.status != "RUNNING"])
-    except AttributeError:  # a distributed worker's OracleClient has no trial list
-        tuner.kclassify_done = 0
     return tuner
 
 
 def defaults_first(oracle) -> None:
     """The first trial of a new search is the defaults (fit's settings); later draws are well mixed.
 
-    Every oracle draws new values through ``_random_values`` (random search, Hyperband's new
-    brackets, Bayesian optimization's initial points), so replacing it here covers all three:
+    Every oracle draws new values through one private method (random search, Hyperband's new
+    brackets, Bayesian optimization's initial points: :func:`kclassify.upstream.replace_value_source`),
+    so replacing it here covers all three:
 
     - a search with no trial yet gets the hyperparameters' defaults, which kclassify sets to
       fit's settings (keras-tuner #604), so the best trial is never worse than them;
@@ -263,7 +281,7 @@ def defaults_first(oracle) -> None:
       first draws of nearby seeds are correlated: with seed 42 and 8 hyperparameters, a choice
       between two image sizes came out the same in 9 of the first 10 trials (measured).
     """
-    if getattr(oracle, "_random_values", None) is None:  # a distributed worker's OracleClient
+    if not has_value_source(oracle):  # a distributed worker's OracleClient
         return
 
     def draw():
@@ -276,13 +294,13 @@ def defaults_first(oracle) -> None:
                 hps.merge([hp])
                 if hps.is_active(hp):
                     hps.values[hp.name] = hp.default if first else hp.random_sample(rng.getrandbits(32))
-            if not oracle._duplicate(hps.values):
+            if not is_duplicate(oracle, hps.values):
                 return hps.values
             collisions += 1
-            if collisions > oracle._max_collisions:
+            if collisions > max_collisions(oracle):
                 return None
 
-    oracle._random_values = draw
+    replace_value_source(oracle, draw)
 
 
 def _resident_mb() -> float | None:
