@@ -91,7 +91,7 @@ def test_savedmodel_signatures_take_any_size_and_encoded_bytes(tiny_export):
 
 
 def test_a_tf_serving_rest_client_works_unchanged(tiny_export):
-    """The README's request and response, through TF Serving's JSON mapping."""
+    """docs/tf-serving.md's request and response, through TF Serving's JSON mapping."""
     import tensorflow as tf
 
     from kclassify.inference.tfserving import rest_predict
