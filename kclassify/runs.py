@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunFolderError
+from .textfiles import read_labels
 
 DEFAULT_ROOT = Path("saved_models")
 
@@ -58,7 +59,7 @@ class RunFolder:
 
     def read_labels(self) -> list[str]:
         self.require(self.labels)
-        return [line for line in self.labels.read_text().splitlines() if line]
+        return read_labels(self.labels)
 
     def read_json(self, path: Path) -> dict[str, Any]:
         self.require(path)
@@ -82,12 +83,6 @@ def default_run_name(data_spec: str) -> str:
     stem = Path(data_spec.split(":", 1)[-1].rstrip("/")).stem or "data"
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "data"
     return f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    os.replace(tmp, path)  # never leave a half-written file behind a kill -9
 
 
 def write_excluded(path: Path, excluded: list[tuple[str, str]]) -> None:

@@ -13,6 +13,7 @@ import time
 
 from ..config import Config, fields_by_name, layered
 from ..errors import ConfigError
+from ..textfiles import text_table
 
 log = logging.getLogger("kclassify")
 
@@ -141,39 +142,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parameter_counts(names: list[str]) -> dict[str, int]:
-    """Backbone parameter counts, cached per Keras version in kclassify's cache folder."""
-    import json
-    from importlib import metadata
-
-    from ..data import cache_dir
-
-    path = cache_dir() / f"backbone_parameters-keras{metadata.version('keras')}.json"
-    counts = json.loads(path.read_text()) if path.is_file() else {}
-    missing = [n for n in names if n not in counts]
-    if missing:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from ..models.build import count_parameters
-
-        for i, name in enumerate(missing, 1):
-            log.info("counting parameters %d/%d: %s", i, len(missing), name)
-            counts[name] = count_parameters(name)
-        path.write_text(json.dumps(counts, indent=1))
-    return counts
-
-
 def cmd_models(args: argparse.Namespace) -> int:
     from ..models import REGISTRY
+    from ..models.build import parameter_counts
 
-    params = {} if args.no_params else _parameter_counts(list(REGISTRY))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    params = {} if args.no_params else parameter_counts(list(REGISTRY))
     rows = [("name", "default size", "min size", "parameters", "imagenet weights", "preprocessing")]
     rows += [(s.name, str(s.default_size), str(s.min_size),
               f"{params[s.name] / 1e6:.1f}M" if s.name in params else "-",
               "yes" if s.imagenet else "no", s.preprocessing)
              for s in REGISTRY.values()]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(text_table(rows))
     return 0
 
 

@@ -10,6 +10,7 @@ so memory does not grow with the number of images. The user's files are only eve
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from ..textfiles import write_atomic, write_json
 from . import duplicates
 from .files import MAX_PIXELS, is_candidate
 from .audit_report import build_report, summary, write_html
@@ -94,7 +96,6 @@ def audit(spec: str, *, split_file: str | Path | None = None, splits: dict[str, 
     folder = Path(output).expanduser() if output else Path("saved_models") / f"audit-{_slug(source)}-" \
         f"{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
-    from ..runs import write_json
 
     write_json(folder / "audit.json", report)
     write_html(folder / "audit.html", report, source.root)
@@ -180,13 +181,12 @@ def write_clean_manifest(path: Path, root: Path, files: list[Inspected], report:
             dropped.update({p: f"copy of {members[0]}" for p in members[1:]})
     kept = [f for f in files if f.readable and f.path not in dropped]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(("path", "label"))
-        for f in kept:
-            w.writerow((Path(os.path.relpath(root / f.path, path.parent.resolve())).as_posix(), f.label))
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(("path", "label"))
+    for f in kept:
+        w.writerow((Path(os.path.relpath(root / f.path, path.parent.resolve())).as_posix(), f.label))
+    write_atomic(path, text.getvalue())
     return {"path": str(path), "kept": len(kept), "unreadable": sum(not f.readable for f in files),
             "duplicates_dropped": sum(1 for r in dropped.values() if r != "contradictory labels"),
             "contradictory_dropped": sum(1 for r in dropped.values() if r == "contradictory labels")}

@@ -29,7 +29,8 @@ from ..data import PreparedData, prepare_data
 from ..errors import ConfigError, DataError
 from ..inference import Predictor, load_predictor
 from ..inference.calibration import FILE as CALIBRATION_FILE
-from ..runs import RunFolder, write_json
+from ..runs import RunFolder
+from ..textfiles import write_json
 from . import plots as plot
 from .calibration import calibration_report
 from .html import write_report_html

@@ -29,7 +29,8 @@ from ..errors import ConfigError, DataError, ExportError, RunFolderError
 from ..inference import load_predictor
 from ..inference.calibration import FILE as CALIBRATION_FILE
 from ..inference.calibration import read_calibration
-from ..runs import RunFolder, write_json
+from ..runs import RunFolder
+from ..textfiles import LABELS_FILE, text_table, write_json, write_labels
 from .formats import DEFAULT_FORMATS, FORMATS, Source, parse_formats
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
                           settings={"max_accuracy_drop": max_accuracy_drop, "threads": threads, "phone": phone,
                                     "calibration_images": calibration_images, "run": str(folder.root)})
     _relative_costs(result)
-    (out / "labels.txt").write_text("\n".join(reference.labels) + "\n", encoding="utf-8")
+    write_labels(out / LABELS_FILE, reference.labels)
     calibration = read_calibration(folder.root)  # evaluate's temperature travels with the files it applies to
     if calibration:
         write_json(out / CALIBRATION_FILE, calibration)
@@ -358,8 +359,7 @@ def format_table(result: ExportResult) -> str:
             _num(f.phone_drop, "+.2f"), _num(f.latency_ms, ".2f"),
             _num(f.latency_vs_tflite, ".2f"),
         ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = [text_table(rows)]
     lines.append(f"scored on {result.images} {result.split} images; phone: a .tflite file fed as MediaPipe's "
                  "ImageClassifier resizes a photo (no antialiasing), drop against keras; "
                  "latency: median single image on this machine, "

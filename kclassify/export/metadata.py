@@ -19,8 +19,9 @@ import numpy as np
 
 from ..inference import metadata_schema_py_generated as meta_fb
 from ..inference.tflite_metadata import METADATA_IDENTIFIER, METADATA_NAME
+from ..textfiles import LABELS_FILE, labels_text
 
-LABEL_FILE = "labels.txt"
+LABEL_FILE = LABELS_FILE
 MIN_PARSER_VERSION = "1.0.0"  # only fields of metadata schema 1.0.0 are used
 
 
@@ -48,7 +49,7 @@ def with_metadata(model_bytes: bytes, labels: list[str], *, name: str, descripti
     # Appending mode on a non-zip file starts a new archive at its end with offsets from the file's
     # start, which is the layout MediaPipe's and TFLite Support's readers expect.
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(zipfile.ZipInfo(LABEL_FILE, date_time=(2020, 1, 1, 0, 0, 0)), "\n".join(labels) + "\n")
+        zf.writestr(zipfile.ZipInfo(LABEL_FILE, date_time=(2020, 1, 1, 0, 0, 0)), labels_text(labels))
     return out.getvalue()
 
 

@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 
 from ..inference.backends import BYTES_SIGNATURE, IMAGES_SIGNATURE, SAVEDMODEL_INFO
+from ..textfiles import LABELS_FILE, write_labels
+
 
 def write_savedmodel(model, labels: list[str], image_size: int, target: Path) -> None:
     """Save ``model`` as a SavedModel folder ``target`` with kclassify's two serving signatures."""
@@ -55,4 +57,4 @@ def write_savedmodel(model, labels: list[str], image_size: int, target: Path) ->
     info.parent.mkdir(parents=True, exist_ok=True)
     info.write_text(json.dumps({"labels": names, "image_size": size, "resize": "kclassify"}, indent=1) + "\n",
                     encoding="utf-8")
-    (target / "assets.extra" / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    write_labels(target / "assets.extra" / LABELS_FILE, names)

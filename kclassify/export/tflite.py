@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
+from ..models.build import all_layers
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def integer_friendly(model):
     """
     import keras
 
-    if not any(_is_hard_swish(layer) for layer in _all_layers(model)):
+    if not any(_is_hard_swish(layer) for layer in all_layers(model)):
         return model
 
     def clone(layer):
@@ -117,13 +118,6 @@ def _is_hard_swish(layer) -> bool:
 
     return isinstance(layer, keras.layers.Activation) and layer.get_config().get("activation") in (
         "hard_swish", "hard_silu")
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
 
 
 @functools.cache

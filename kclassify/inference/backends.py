@@ -38,7 +38,11 @@ class KerasPredictor(Predictor):
         super().__init__(path, labels, int(shape[1]), "float32")
         self.model = model
         spec = tf.TensorSpec((None, *shape[1:]), tf.float32)
-        self._call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+        def call(x):  # a def, not a lambda: AutoGraph reads the source, and warns when it cannot
+            return model(x, training=False)
+
+        self._call = tf.function(call, input_signature=[spec], autograph=False)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         return self._call(images.astype(np.float32)).numpy()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import IO, Sequence
 
+from ..textfiles import text_table
 from .predictor import FilePrediction, Predictor
 
 OUTPUT_FORMATS = ("table", "json", "csv")
@@ -51,9 +52,9 @@ def write_predictions(out: IO[str], results: list[FilePrediction], predictor: Pr
             else:
                 w.writerow((r.path, "", "", "", r.error))
     elif fmt == "table":
-        width = max((len(r.path) for r in results), default=4)
-        for r, top in rows:
-            text = "  ".join(f"{lab} {p:.3f}" for lab, p in top) if r.ok else f"ERROR: {r.error}"
-            out.write(f"{r.path.ljust(width)}  {text}\n")
+        table = [(r.path, "  ".join(f"{lab} {p:.3f}" for lab, p in top) if r.ok else f"ERROR: {r.error}")
+                 for r, top in rows]
+        if table:
+            out.write(text_table(table) + "\n")
     else:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {OUTPUT_FORMATS}")

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelLoadError
+from ..textfiles import read_labels
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +199,9 @@ def _progress(total: int, progress: bool | None):
 def read_labels_file(path: Path) -> list[str]:
     """Class names, one a line, from a ``labels.txt``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        labels = read_labels(path)
     except (OSError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"{path} cannot be read as UTF-8 text ({e}): expected one class name a line.") from None
-    labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
         raise ModelLoadError(f"{path} lists no class names: expected one class name a line.")
     return labels

@@ -12,6 +12,7 @@ import io
 import zipfile
 from dataclasses import dataclass
 
+from ..textfiles import parse_labels
 from . import metadata_schema_py_generated as meta_fb
 
 METADATA_NAME = b"TFLITE_METADATA"
@@ -62,7 +63,7 @@ def read_metadata(model_bytes: bytes) -> TFLiteMetadata | None:
     if label_file and label_file in files:
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as zf:
             text = zf.read(label_file).decode("utf-8")
-        labels = [line.strip() for line in text.splitlines() if line.strip()]
+        labels = parse_labels(text)
     return TFLiteMetadata(
         name=_text(doc.name), description=_text(doc.description), version=_text(doc.version),
         labels=labels, label_file=label_file, normalization=_normalization(doc), files=files,

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from ..errors import ConfigError, WeightsError
+from ..textfiles import LABELS_FILE, read_labels, write_json
 from .registry import REGISTRY, BackboneSpec, get
 from .small_cnn import activation_layer
 
@@ -129,10 +130,10 @@ def transfer_head(model, weights: str, classes: list[str]) -> bool:
     if weights in WEIGHT_KEYWORDS:
         return False
     path = Path(str(weights)).expanduser()
-    labels = path / "labels.txt"
+    labels = path / LABELS_FILE
     if not (path.is_dir() and labels.is_file()):
         return False
-    if [c for c in labels.read_text().splitlines() if c] != list(classes):
+    if read_labels(labels) != list(classes):
         return False  # other classes: the backbone was transferred, the head stays new
     source = _source_model(path)
     if [tuple(w.shape) for w in source.weights] != [tuple(w.shape) for w in model.weights]:
@@ -193,7 +194,7 @@ def build_classifier(
     x = _preprocess(spec.preprocessing, x)
     base = _backbone(spec, size, weights, _backbone_options(spec, options))
     if bn_momentum is not None:
-        for layer in _all_layers(base):
+        for layer in all_layers(base):
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = float(bn_momentum)
     # A pretrained backbone runs in inference mode (BatchNorm keeps its statistics) even when
@@ -234,7 +235,7 @@ def float32_model(model):
     """
     import keras
 
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(model)):
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in all_layers(model)):
         return model
 
     def plain(node):
@@ -255,18 +256,18 @@ def float32_model(model):
     finally:
         keras.mixed_precision.set_global_policy(previous)
     copy.set_weights(model.get_weights())
-    for layer in _all_layers(copy):  # e.g. an adapted Normalization derives its mean from its variables here
+    for layer in all_layers(copy):  # e.g. an adapted Normalization derives its mean from its variables here
         if hasattr(layer, "finalize_state"):
             layer.finalize_state()
     return copy
 
 
-def _all_layers(model):
+def all_layers(model):
     """Every layer of a model, nested models' layers included."""
     for layer in model.layers:
         yield layer
         if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
 
 
 DEFAULT_OPTIONS = {"activation": "relu", "batch_norm": True, "width": 1.0, "depth": 1}
@@ -382,6 +383,28 @@ def count_parameters(backbone: str) -> int:
     count = int(model.count_params())
     keras.backend.clear_session()
     return count
+
+
+def parameter_counts(names: list[str]) -> dict[str, int]:
+    """Parameters of each backbone without head (:func:`count_parameters`), cached per Keras version.
+
+    The cache is ``backbone_parameters-keras<version>.json`` in kclassify's cache folder
+    (:func:`kclassify.data.cache_dir`); only backbones missing from it are built (``kclassify models``).
+    """
+    import json
+    from importlib import metadata
+
+    from ..data import cache_dir
+
+    path = cache_dir() / f"backbone_parameters-keras{metadata.version('keras')}.json"
+    counts = json.loads(path.read_text()) if path.is_file() else {}
+    missing = [n for n in names if n not in counts]
+    for i, name in enumerate(missing, 1):
+        log.info("counting parameters %d/%d: %s", i, len(missing), name)
+        counts[name] = count_parameters(name)
+    if missing:
+        write_json(path, counts, indent=1)
+    return counts
 
 
 def adapt_preprocessing(model, images) -> bool:

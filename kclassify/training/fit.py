@@ -21,7 +21,8 @@ from ..data import PreparedData, prepare_data, recommended_settings, write_split
 from ..data.pipeline import cache_target, decoded
 from ..errors import ConfigError, RunFolderError
 from ..models.build import float32_model
-from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, write_excluded, write_json
+from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, write_excluded
+from ..textfiles import write_atomic, write_json, write_labels
 from . import multiworker
 from .callbacks import monitor_mode, standard_callbacks, truncate_history
 from .losses import build_loss
@@ -178,10 +179,10 @@ def _prepare(cfg: Config, run: RunFolder, resuming: bool) -> PreparedData:
 
 
 def _write_run_start(run: RunFolder, cfg: Config, data: PreparedData, started: float) -> None:
-    run.config.write_text(config_mod.to_yaml(cfg))
+    write_atomic(run.config, config_mod.to_yaml(cfg))
     write_split(run.split, data.items())
     write_excluded(run.excluded, data.excluded)
-    run.labels.write_text("\n".join(data.classes) + "\n")
+    write_labels(run.labels, data.classes)
     write_json(run.run_json, _run_info(cfg, data, started, status="running"))
 
 
@@ -250,7 +251,7 @@ def _budgeted_settings(run: RunFolder, cfg: Config, recipe: Recipe, epochs: int,
     phases = recipe.phases  # as planned, before the last one was opened
     head = phases[0].end if len(phases) > 1 else (epochs if phases[0].name == "head" else cfg.train.head_epochs)
     trained = cfg.replace(epochs=max(epochs, 1), head_epochs=head)
-    run.config.write_text(config_mod.to_yaml(trained))
+    write_atomic(run.config, config_mod.to_yaml(trained))
     info = run.read_json(run.run_json)
     info["time_budget"] = {"seconds": round(seconds, 1), "planned_epochs": cfg.train.epochs, "epochs": epochs}
     write_json(run.run_json, info)

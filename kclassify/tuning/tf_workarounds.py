@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+from ..textfiles import write_atomic
 from ..upstream import gradient_registry, tuner_json_module
 
 
@@ -40,7 +41,6 @@ def atomic_tuner_state() -> None:
     function is replaced, for local paths, by write-to-temporary then ``os.replace``.
     """
     import json
-    import os
 
     utils = tuner_json_module()
     if utils is None:  # another KerasTuner layout: leave it as it is
@@ -54,10 +54,7 @@ def atomic_tuner_state() -> None:
         if "://" in path:  # gs://, s3://: tf.io's own writers
             return original(path, obj)
         text = json.dumps(obj)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
         return text
 
     save_json.kclassify_atomic = True

@@ -23,6 +23,7 @@ from ..config import Config
 from ..data import prepare_data, write_split
 from ..errors import ConfigError
 from ..runs import DEFAULT_ROOT, default_run_name
+from ..textfiles import write_atomic
 from ..training.recipe import resolve_precision
 from .budget import Budget, check_final_share, check_time_budget
 from .distributed import configure_distributed
@@ -132,4 +133,4 @@ def _check_base_settings(folder: Path, base: Config) -> None:
                 f"same settings (see {file}) to resume, or pass another --output."
             )
         return
-    file.write_text(config_mod.to_yaml(current))
+    write_atomic(file, config_mod.to_yaml(current))

@@ -13,7 +13,7 @@ from pathlib import Path
 import keras_tuner
 
 from ..errors import ConfigError
-from ..runs import write_json
+from ..textfiles import write_json
 from ..upstream import QuietContinuation, has_value_source, is_duplicate, max_collisions, plan_hyperband, \
     replace_value_source
 from .budget import Budget, infeasible_score
