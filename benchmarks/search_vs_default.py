@@ -13,8 +13,9 @@ trained all epochs is kept, not retrained; with `--final-share F`, F of the budg
 which is a `fit --time-budget` of the time left). Default arm: `kclassify fit --time-budget W` with its defaults,
 W the search arm's measured wall time: as many epochs as W holds at the pace the fit measures as it trains,
 its cosine decaying over them, so both arms get the same wall time however the machine's pace drifts (the
-default arm's epochs used to be sized from the search's first trial, and got 24-34% more time than the
-search arm on a day long fits ran slower per epoch than trials). Goal (issue 9): search arm >= default arm + 2 points.
+default arm's epochs used to be sized from the search's first trial, and got markedly more time than the
+search arm on a day long fits ran slower per epoch than trials; measured: docs/benchmarks.md, "Slow days
+(seeds 3-11)"). Goal (issue 9): search arm >= default arm + 2 points.
 """
 
 from __future__ import annotations

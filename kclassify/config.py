@@ -153,7 +153,8 @@ class TrainConfig:
     finetune_lr_factor: float = _opt(0.1, "fine-tuning learning rate = lr x this", low=0.0, high=10.0)
     mixed_precision: bool | None = _opt(
         None, "compute in float16 on GPU, bfloat16 on CPU, with float32 weights, softmax and saved model (default, auto: on "
-        "where no GPU is visible and the CPU has AMX bfloat16 units, where it trained 1.2-1.7x faster; off elsewhere)")
+        "where no GPU is visible and the CPU has AMX bfloat16 units, where it trained faster; off elsewhere; "
+        "measured: docs/benchmarks.md, \"Mixed precision (bfloat16 on CPUs)\")")
     seed: int = _opt(42, "seed for split, shuffling, augmentation and initialisation")
     deterministic: bool = _opt(False, "enable TensorFlow op determinism (slower)")
     strategy: str = _opt("auto", "tf.distribute strategy", STRATEGIES)

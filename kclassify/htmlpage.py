@@ -56,6 +56,17 @@ def thumbnail(path: str, size: int = THUMB) -> str:
     return f"<img alt='thumbnail' src='{data_uri(buf.getvalue(), 'image/jpeg')}'>"
 
 
+def tile(image: str | None, caption: str, path: str) -> str:
+    """One gallery tile: ``image``'s thumbnail (none when None), ``caption`` (HTML), then ``path`` in small print."""
+    picture = thumbnail(image) if image is not None else ""
+    return f"<div class=tile>{picture}{caption}<br><span class=sub>{escape(path)}</span></div>"
+
+
+def gallery(tiles) -> str:
+    """Tiles (:func:`tile`) side by side, wrapping."""
+    return f"<div class=gallery>{''.join(tiles)}</div>"
+
+
 def section(title: str, body: str) -> str:
     anchor = title.split(" (")[0].lower().replace(" ", "-")
     return f"<h2 id={anchor}>{escape(title)}</h2>{body}"

@@ -107,3 +107,12 @@ def versions() -> dict[str, str]:
 
 def host() -> dict[str, Any]:
     return {"node": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count()}
+
+
+def find_run(path: Path) -> RunFolder | None:
+    """The run folder ``path`` is, or lies in (``RUN/export/x.tflite``, ``RUN/export/savedmodel/1``)."""
+    for folder in [path, *list(path.parents)[:4]]:
+        run = RunFolder(folder)
+        if folder.is_dir() and run.config.is_file() and run.split.is_file() and run.labels.is_file():
+            return run
+    return None

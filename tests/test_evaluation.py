@@ -121,6 +121,22 @@ def test_apply_temperature_is_softmax_of_scaled_logits():
 def test_without_validation_images_the_temperature_stays_one():
     report = cal.calibration_report([0, 1], np.array([[.8, .2], [.3, .7]]))
     assert report["temperature"] == 1.0 and report["fitted_on"] is None
+    assert report["not_fitted"] == "no validation images to fit a temperature"
+
+
+def test_a_validation_split_with_too_few_errors_keeps_the_temperature_at_one():
+    """196 right at 0.9 and 4 wrong at 0.6: the likelihood alone sharpens (towards T's lower bound with no error)."""
+    y = np.zeros(200, np.int64)
+    p = np.tile([0.9, 0.1], (200, 1))
+    p[:4] = [0.4, 0.6]
+    assert cal.fit_temperature(y[4:], p[4:]) < 0.2  # no error: towards the lower bound
+    assert cal.fit_temperature(y, p) < 0.5  # four: every served probability much nearer 0 or 1
+    report = cal.calibration_report(y, p, y, p, "val")
+    assert report["temperature"] == 1.0 and report["fitted_on"] is None and report["fitted_images"] == 0
+    assert report["not_fitted"].startswith("4 of the 200 val images misclassified")
+    p[4] = [0.4, 0.6]  # a fifth error: fitted
+    fitted = cal.calibration_report(y, p, y, p, "val")
+    assert fitted["fitted_on"] == "val" and fitted["not_fitted"] is None and fitted["temperature"] != 1.0
 
 
 # ---------------------------------------------------------------- suspects
@@ -204,8 +220,10 @@ def test_evaluate_writes_a_consistent_report_into_the_run(flipped_run):
     assert len(rows) - right == len(flipped_in_test)
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     assert metrics["macro_f1"] == report["headline"]["macro_f1"] and metrics["accuracy"] == pytest.approx(right / len(rows))
+    # at most 3 of the validation images are misclassified (the flipped ones): too few to fit a temperature on
     stored = json.loads((run / "calibration.json").read_text())
-    assert stored["temperature"] == report["calibration"]["temperature"] and stored["fitted_on"] == "val"
+    assert report["calibration"]["temperature"] == stored["temperature"] == 1.0 and stored["fitted_on"] is None
+    assert "misclassified: too few" in stored["not_fitted"] == report["calibration"]["not_fitted"]
 
 
 def test_suspects_find_the_flipped_images_at_the_top(flipped_run):

@@ -7,7 +7,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kclassify"
 # Inference sits right after models: it only reads artifacts through the data layer's decode, and
 # fit scores its test split through it, as every later command does.
 LAYERS = ["data", "models", "inference", "training", "tuning", "evaluation", "export", "serving", "cli"]
-BASE = {"errors", "config", "runs", "plotting", "htmlpage", "search_spaces", "upstream"}
+BASE = {"errors", "config", "runs", "plotting", "htmlpage", "search_spaces", "upstream", "_vendor"}
 
 
 def _imported_layers(path: Path) -> set[str]:

@@ -218,7 +218,7 @@ def _evaluation_summary(result) -> str:
     lines = [f"{r['model']['name']} on {r['data']['split']} ({r['data']['images']} images): {figures}",
              f"calibration: ECE {cal['ece']:.4f}" + (f" -> {cal['ece_calibrated']:.4f} at temperature "
                                                      f"{cal['temperature']:.3f} (fitted on {cal['fitted_on']})"
-                                                     if cal["fitted_on"] else " (no validation images to fit a temperature)"),
+                                                     if cal["fitted_on"] else f" ({cal.get('not_fitted')})"),
              f"suspect labels: {r['suspects']['count']} of {r['suspects']['images']} ({r['suspects']['source']})",
              f"report: {result.folder / 'report.html'}"]
     if r["threshold"]:

@@ -179,7 +179,8 @@ def _add_tune(sub) -> None:
     budget.add_argument("--max-latency-ms", type=_positive, metavar="MS",
                         help="slowest single-image latency allowed, measured here through LiteRT")
     budget.add_argument("--measure-latency", action="store_true",
-                        help="record LiteRT latency without a limit (one conversion per architecture, 2-15 s)")
+                        help="record LiteRT latency without a limit (one conversion per architecture, seconds each; "
+                        "measured: docs/benchmarks.md, \"tune's time, draws, memory and latency\")")
     budget.add_argument("--latency-threads", type=int, default=1, metavar="N",
                         help="LiteRT threads when measuring latency (default: 1)")
     _add_setting_flags(tune)
@@ -190,7 +191,8 @@ def _add_models(sub) -> None:
     models = sub.add_parser(
         "models", help="list the backbones in the registry",
         description="List the registry's backbones. Parameter counts need TensorFlow and are "
-        "computed once (about a minute for the whole zoo), then read from kclassify's cache.",
+        "computed once (slow for the whole zoo; measured: docs/benchmarks.md, \"kclassify models' parameter "
+        "counts\"), then read from kclassify's cache.",
     )
     models.add_argument("--no-params", action="store_true", help="skip parameter counts (instant)")
     models.set_defaults(func=cmd_models)

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..htmlpage import escape, page, section, thumbnail
+from ..htmlpage import escape, gallery, page, section, tile
 from . import duplicates
 from .inspect import QUIRKS
 
@@ -170,19 +170,15 @@ def _groups(d: dict, root: Path) -> str:
         flags = [f for f, on in (("different labels", g["contradictory"]), ("across splits", g["leak"])) if on]
         title = (f"{g['kind']} copies" + (f" (distance up to {g['max_distance']} bits)" if g["kind"] == "near" else "")
                  + (": <span class=bad>" + ", ".join(flags) + "</span>" if flags else ": within one class"))
-        tiles = "".join(f"<div class=tile>{thumbnail(str(root / m['path']))}{escape(m['label'])} / "
-                        f"{escape(m['split'])}<br><span class=sub>{escape(m['path'])}</span></div>"
+        tiles = gallery(tile(str(root / m["path"]), f"{escape(m['label'])} / {escape(m['split'])}", m["path"])
                         for m in g["members"])
-        out.append(f"<div class=group><div>{title}</div><div class=gallery>{tiles}</div></div>")
+        out.append(f"<div class=group><div>{title}</div>{tiles}</div>")
     more = len(d["groups"]) - GROUPS_SHOWN
     return "".join(out) + (f"<p>{more} more groups in audit.json.</p>" if more > 0 else "")
 
 
 def _sample(check: dict, root: Path) -> str:
-    tiles = []
-    for f in check["files"][:SAMPLE]:
-        picture = thumbnail(str(root / f["path"])) if "label" in f else ""
-        tiles.append(f"<div class=tile>{picture}{escape(f.get('detail', ''))}<br>"
-                     f"<span class=sub>{escape(f['path'])}</span></div>")
+    tiles = [tile(str(root / f["path"]) if "label" in f else None, escape(f.get("detail", "")), f["path"])
+             for f in check["files"][:SAMPLE]]
     more = check["count"] - SAMPLE
-    return f"<div class=gallery>{''.join(tiles)}</div>" + (f"<p>{more} more in audit.json.</p>" if more > 0 else "")
+    return gallery(tiles) + (f"<p>{more} more in audit.json.</p>" if more > 0 else "")

@@ -2,10 +2,10 @@
 
 Exact copies share a SHA-256 of their bytes. Near copies (resized, re-encoded, slightly cropped)
 have 64-bit perceptual hashes (DCT hash, ``imagehash.phash``) within a Hamming distance: measured
-on intel_scenes photos, a resize and re-encode moves the hash 0 bits, a 5% crop 4, a 10% crop 8,
-while two different photos of the 300 first ones were at least 2 bits apart once and 9 or more in
-all other 44,849 pairs. Pairs are found with NumPy over blocks of the hash matrix (popcount of
-XORs), and joined into groups (union-find), so a chain of near copies is one group.
+on intel_scenes photos, a resize and re-encode leaves the hash as it was and small crops move it a
+few bits, while two different photos were almost always further apart than the default threshold
+(docs/benchmarks.md, "Audit speed"). Pairs are found with NumPy over blocks of the hash matrix
+(popcount of XORs), and joined into groups (union-find), so a chain of near copies is one group.
 
 A group is reported by what it does to training: copies within one class (the class is weighted
 twice), copies under different labels (contradictory: one of them is wrong) and copies in

@@ -48,7 +48,8 @@ def decode_bytes(data: tf.Tensor, image_size: int) -> tf.Tensor:
     palette and 16-bit inputs all come out as 8-bit RGB. This is the one decode of
     kclassify: training, evaluation, prediction and the exported SavedModel's bytes
     signature all call it, so a served image gets exactly the pixels a trained one did
-    (resizing with Pillow instead moved a small CNN's test accuracy by 2 points).
+    (resizing with Pillow instead moved a small CNN's test accuracy; measured: docs/benchmarks.md,
+    "One decode for every path").
     """
     return resize_image(decode_full(data), image_size)
 
@@ -57,8 +58,9 @@ def decode_full(data: tf.Tensor) -> tf.Tensor:
     """Encoded image bytes to ``(H, W, 3)`` uint8 RGB at the size they were stored (see :func:`decode_bytes`).
 
     JPEGs decode with libjpeg's accurate integer DCT, bit for bit what Pillow and libjpeg-turbo's
-    default give (TensorFlow's own default, the fast DCT, differed by up to 19 levels on intel_scenes'
-    photos); a phone's decoder computes the accurate one too, so the pixels a phone resizes are these.
+    default give (TensorFlow's own default, the fast DCT, differed visibly on intel_scenes' photos;
+    measured: docs/benchmarks.md, "One decode for every path"); a phone's decoder computes the
+    accurate one too, so the pixels a phone resizes are these.
     """
     img = tf.cond(
         tf.io.is_jpeg(data),

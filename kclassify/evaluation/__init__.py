@@ -5,9 +5,10 @@
 calibration.json and plots/ into one folder; the metric functions work on plain arrays too.
 """
 
+from ..runs import find_run
 from .calibration import expected_calibration_error, fit_temperature, reliability_bins
 from .compare import Comparison, compare
-from .evaluate import EvaluationResult, evaluate, find_run
+from .evaluate import EvaluationResult, evaluate
 from .metrics import best_f1_threshold, classification_metrics, headline, most_confused
 from .suspects import find_suspects
 

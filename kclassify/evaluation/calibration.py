@@ -14,6 +14,11 @@ from ..inference.calibration import EPS, apply_temperature
 
 BINS = 15  # the customary number of equal-width confidence bins for ECE
 T_RANGE = (0.05, 20.0)
+# Misclassified fitting images a temperature needs. Errors are what tell over- from under-confidence:
+# on a split the model gets (almost) all right, the likelihood only grows as T shrinks, so T runs to
+# the bottom of T_RANGE and every served probability to 0 or 1 (seen on the built-in digits; measured:
+# docs/benchmarks.md, "Command 1 (the README's first command)"). With fewer, T stays 1 and the report says why.
+MIN_ERRORS = 5
 
 
 def negative_log_likelihood(y_true, probabilities) -> float:
@@ -66,15 +71,24 @@ def fit_temperature(y_true, probabilities) -> float:
 def calibration_report(y_eval, p_eval, y_fit=None, p_fit=None, fitted_on: str | None = None) -> dict:
     """ECE and NLL of the evaluated images before and after a temperature fitted on (y_fit, p_fit).
 
-    With no fitting data the temperature stays 1 and the report says so.
+    With no fitting data, or fewer than :data:`MIN_ERRORS` misclassified fitting images, the
+    temperature stays 1 and ``not_fitted`` says why (None when it was fitted).
     """
     fitted = y_fit is not None and len(y_fit) > 0
+    reason = None if fitted else "no validation images to fit a temperature"
+    if fitted:
+        errors = int(np.sum(np.argmax(np.asarray(p_fit), axis=1) != np.asarray(y_fit)))
+        if errors < MIN_ERRORS:
+            fitted, reason = False, (f"{errors} of the {len(y_fit)} {fitted_on or 'fitting'} images misclassified: too "
+                                     f"few to tell over- from under-confidence (a temperature needs at least "
+                                     f"{MIN_ERRORS}); kept 1")
     t = fit_temperature(y_fit, p_fit) if fitted else 1.0
     scaled = apply_temperature(p_eval, t)
     return {
         "temperature": t,
         "fitted_on": fitted_on if fitted else None,
         "fitted_images": int(len(y_fit)) if fitted else 0,
+        "not_fitted": reason,
         "bins": BINS,
         "ece": expected_calibration_error(y_eval, p_eval),
         "ece_calibrated": expected_calibration_error(y_eval, scaled),

@@ -12,7 +12,8 @@ Two evaluations of the same split (``predictions.csv`` of ``kclassify evaluate``
 
 Why: on a test split of ~200 images one accuracy figure has a sampling standard deviation of about 3
 points (binomial, p = 0.8; a 95% range of about +-5.5), and retraining one setting moved the test
-accuracy of intel_scenes by 2-3 points; a difference of two runs needs its own error bar before
+accuracy of intel_scenes by about as much (measured: docs/benchmarks.md, "compare on one split of
+the search benchmark"); a difference of two runs needs its own error bar before
 anyone acts on it.
 
 The interval and the test answer "are these two trained models different on this kind of image?";

@@ -29,7 +29,7 @@ from ..data import PreparedData, prepare_data
 from ..errors import ConfigError, DataError
 from ..inference import Predictor, load_predictor
 from ..inference.calibration import FILE as CALIBRATION_FILE
-from ..runs import RunFolder
+from ..runs import RunFolder, find_run
 from ..textfiles import write_json
 from . import plots as plot
 from .calibration import calibration_report
@@ -110,15 +110,6 @@ def evaluate(target: str | Path, *, data: str | None = None, split: str | None =
         _update_run(run, report, split, folder)
     log.info("evaluation report: %s", folder / "report.html")
     return EvaluationResult(folder, report)
-
-
-def find_run(path: Path) -> RunFolder | None:
-    """The run folder ``path`` is, or lies in (``RUN/export/x.tflite``, ``RUN/export/savedmodel/1``)."""
-    for folder in [path, *list(path.parents)[:4]]:
-        run = RunFolder(folder)
-        if folder.is_dir() and run.config.is_file() and run.split.is_file() and run.labels.is_file():
-            return run
-    return None
 
 
 def default_output(target: Path, run: RunFolder | None, preprocess: str = "kclassify") -> Path:
@@ -277,7 +268,7 @@ def _write_predictions(path: Path, evaluated: Scored, labels: list[str]) -> None
 
 def _calibration_file(calibration: dict, threshold: dict | None, target: Path) -> dict:
     doc = {"temperature": calibration["temperature"], "fitted_on": calibration["fitted_on"],
-           "fitted_images": calibration["fitted_images"], "model": str(target),
+           "fitted_images": calibration["fitted_images"], "not_fitted": calibration["not_fitted"], "model": str(target),
            "ece": calibration["ece"], "ece_calibrated": calibration["ece_calibrated"]}
     if threshold:
         doc["threshold"] = {"positive_label": threshold["positive_label"], "value": threshold["threshold"],
@@ -287,9 +278,8 @@ def _calibration_file(calibration: dict, threshold: dict | None, target: Path) -
 
 def _update_run(run: RunFolder, report: dict, split: str, folder: Path) -> None:
     """The run's own model: its calibration.json, metrics.json's headline figures, TensorBoard."""
-    doc = _calibration_file(report["calibration"], report["threshold"], run.model)
-    if report["calibration"]["fitted_on"]:
-        write_json(run.root / CALIBRATION_FILE, doc)
+    # Always written: a temperature kept at 1 (and why) replaces one an earlier evaluation fitted.
+    write_json(run.root / CALIBRATION_FILE, _calibration_file(report["calibration"], report["threshold"], run.model))
     if split == "test" and run.metrics.is_file():
         metrics = run.read_json(run.metrics)
         test = metrics.get("test") or {}

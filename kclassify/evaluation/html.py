@@ -11,7 +11,7 @@ from ..htmlpage import escape as _e
 from ..htmlpage import num as _num
 from ..htmlpage import page
 from ..htmlpage import section as _section
-from ..htmlpage import thumbnail as _thumbnail
+from ..htmlpage import gallery, tile
 
 def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes: list[dict],
                       suspects: list[dict], image_paths: dict[str, str]) -> Path:
@@ -108,6 +108,5 @@ def _gallery(rows: list[dict], image_paths: dict[str, str], other: str, confiden
         else:
             caption = (f"<span class=bad>given: {_e(r['given_label'])} ({r['given_probability']:.1%})</span><br>"
                        f"<span class=good>likely: {_e(r['suggested_label'])} ({r['suggested_probability']:.1%})</span>")
-        tiles.append(f"<div class=tile>{_thumbnail(image_paths.get(r['path'], r['path']))}{caption}<br>"
-                     f"<span class=sub>{_e(r['path'])}</span></div>")
-    return f"<div class=gallery>{''.join(tiles)}</div>"
+        tiles.append(tile(image_paths.get(r["path"], r["path"]), caption, r["path"]))
+    return gallery(tiles)

@@ -7,13 +7,13 @@ given-label probability first. cleanlab is the reference implementation; we call
 ``find_label_issues`` and rank what it finds by self-confidence (the probability of the given
 label), lowest first: the top of the list is what a person should look at first.
 
-On small or nearly separable data the per-class thresholds sit near 0.9 and confident learning
-finds too few: measured on 123 generated colour images with 3 flipped labels, each flipped image
-given 0.04 for its label and 0.89-0.94 for its true colour, it flagged one (the true class's
-threshold was 0.905). So an image is also flagged when its given label gets less than
-:data:`GIVEN_BELOW` while another class gets at least :data:`OTHER_ABOVE`, the plain reading of
-"the label is very unlikely and another class is confident"; the ``reason`` column says which
-rule flagged it.
+On small or nearly separable data the per-class thresholds sit high and confident learning finds
+too few: on generated colour images with a few flipped labels, each flipped image given a very low
+probability for its label and a high one for its true colour, it flagged only one of them
+(measured: docs/benchmarks.md, "Suspect labels: why a second rule, and when none are listed").
+So an image is also flagged when its given label gets less than :data:`GIVEN_BELOW` while another
+class gets at least :data:`OTHER_ABOVE`, the plain reading of "the label is very unlikely and
+another class is confident"; the ``reason`` column says which rule flagged it.
 
 The probabilities must be out-of-sample: a model's own training images are fitted, so their
 given labels look right whatever they are. ``evaluate`` uses the validation and test splits, or
@@ -78,9 +78,9 @@ def find_suspects(y_true, probabilities, labels: list[str], paths: list[str], sp
 def informative(y: np.ndarray, p: np.ndarray) -> bool:
     """Whether the model's balanced accuracy is at least a quarter of the way from chance to perfect.
 
-    A model at chance disagrees with most labels: measured on intel_scenes with a MobileNetV3Small
-    trained 2 epochs from scratch (balanced accuracy 0.17 = chance), confident learning flagged 364
-    of 423 images. Such a list is noise, not label errors.
+    A model at chance disagrees with most labels: with such a model confident learning flagged most
+    of intel_scenes' images (measured: docs/benchmarks.md, "Suspect labels: why a second rule, and
+    when none are listed"). Such a list is noise, not label errors.
     """
     chance = 1.0 / p.shape[1]
     recalls = [np.mean(p[y == c].argmax(axis=1) == c) for c in np.unique(y)]

@@ -41,8 +41,9 @@ STAGING_PREFIX = ".staging-"
 REPORT = "export_report.json"
 NO_PHONE = "none"  # export(phone=...): do not score .tflite files as a phone feeds them
 # The gate rejects a phone drop over --max-accuracy-drop that the test images' noise does not explain: with
-# ~200 test images, a model that scores the same through both resizes differs by +-2-3 points from image to
-# image noise (measured on intel_scenes: the same recipe's phone gap was +1.3, -2.2 and 0.0 over three splits).
+# ~200 test images, a model that scores the same through both resizes differs by a few points from image to
+# image noise (measured on intel_scenes: the same recipe's phone gap changed sign from split to split;
+# docs/benchmarks.md, "Which recipe survives the phone's resize (issue 26)").
 PHONE_SIGNIFICANCE = 0.05
 
 

@@ -17,7 +17,7 @@ import zipfile
 import flatbuffers
 import numpy as np
 
-from ..inference import metadata_schema_py_generated as meta_fb
+from .._vendor import metadata_schema_py_generated as meta_fb
 from ..inference.tflite_metadata import METADATA_IDENTIFIER, METADATA_NAME
 from ..textfiles import LABELS_FILE, labels_text
 

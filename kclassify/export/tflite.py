@@ -90,10 +90,11 @@ def integer_friendly(model):
 
     TFLite's converter fuses hard-swish into one HARD_SWISH op, which XNNPACK (LiteRT's CPU
     fast path) runs only in float: in an int8 file each one falls back to LiteRT's own
-    kernel and splits the graph. Measured here on MobileNetV3Small at 96 px, 1 thread: 18
-    HARD_SWISH ops left XNNPACK, the graph ran as 19 partitions, and the int8 file took
-    0.57 ms against 0.18 ms in float32. Written as ``relu6(x + 3) * (x / 6)`` (same values)
-    the converter emits ADD (with the ReLU6 fused), MUL, MUL, all delegated in int8.
+    kernel and splits the graph. Measured here on MobileNetV3Small at 96 px, 1 thread: every
+    HARD_SWISH op left XNNPACK, the graph ran in many partitions, and the int8 file ran several
+    times slower than float32 (docs/benchmarks.md, "Export formats"). Written as
+    ``relu6(x + 3) * (x / 6)`` (same values) the converter emits ADD (with the ReLU6 fused), MUL,
+    MUL, all delegated in int8.
     Other models come back unchanged (the same object).
     """
     import keras

@@ -12,8 +12,8 @@ import io
 import zipfile
 from dataclasses import dataclass
 
+from .._vendor import metadata_schema_py_generated as meta_fb
 from ..textfiles import parse_labels
-from . import metadata_schema_py_generated as meta_fb
 
 METADATA_NAME = b"TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"  # the metadata schema's file_identifier

@@ -22,10 +22,11 @@ def default_input_scale(image_size: int, photo_side: float | None = None) -> int
     size is unknown) and the doubled input stays within 256 px; else 1 (photos no larger than the
     input: a phone only upscales them, which aliases nothing).
 
-    Measured on intel_scenes (150 px photos, three splits; docs/benchmarks.md, issue 26): with half the
-    training images resized as a phone does, K = 2 gave the best phone accuracy at 32 and 64 px (+16 and
-    +4 points over K = 1 without them, and +1-2 through kclassify's own resize); K = 4 at 32 px, an input
-    nearer the photos' size, left the phone less gap but scored 2 points lower on both paths. Not above
+    Measured on intel_scenes (150 px photos, three splits): with half the training images resized as a
+    phone does, K = 2 gave the best phone accuracy at 32 and 64 px (well above K = 1 without them, and a
+    little better through kclassify's own resize too); K = 4 at 32 px, an input nearer the photos' size,
+    left the phone less gap but scored a little lower on both paths (docs/benchmarks.md, "Which recipe
+    survives the phone's resize (issue 26)"). Not above
     256 px: for pretrained backbones at 224 px a doubled input costs a 4x larger decode cache and
     augmentation, and was not measured.
     """

@@ -61,7 +61,8 @@ def create_app(served: ServedModel, settings: Settings | None = None) -> FastAPI
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
-        # Warm up: the decoder's functions trace (~0.3 s) and the model runs once before /readyz says ready.
+        # Warm up: the decoder's functions trace (a fraction of a second; docs/benchmarks.md, "kclassify serve
+        # under load") and the model runs once before /readyz says ready.
         await batcher.predict(await asyncio.get_running_loop().run_in_executor(decode_pool, decoder.warm_up))
         telemetry.ready.set(1)
         app.state.ready = True

@@ -5,7 +5,8 @@ waiting image and, while more requests are on their way (decoding), waits up to 
 timeout for them, up to ``max_batch`` images; the model then runs once, in its own thread, on
 the stack, and each future gets its row. A request that arrives alone, with nothing else in
 flight, runs at once: the timeout bounds the wait, it is not a fixed delay (a fixed 5 ms wait
-would add 5 ms to every single-client request, more than LiteRT's ~1 ms invoke of a small model).
+would add 5 ms to every single-client request, more than LiteRT's invoke of a small model takes;
+measured: docs/benchmarks.md, "kclassify serve under load").
 While the model thread is busy, newcomers queue up and form the next batch.
 
 The model runs in a single thread: a LiteRT interpreter must not be invoked from two threads,

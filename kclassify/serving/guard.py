@@ -1,8 +1,8 @@
 """The outermost layer of the app (pure ASGI, no buffering): the API key, and every request's metrics.
 
 Starlette's ``@app.middleware("http")`` wraps each request in extra tasks and streams; measured with
-one client on a 400x300 JPEG, this plain ASGI wrapper answers ~0.3 ms sooner, which matters when a
-request costs ~4 ms in all.
+one client on a 400x300 JPEG, this plain ASGI wrapper answers sooner by a share of a request's time
+that matters (docs/benchmarks.md, "kclassify serve under load").
 """
 
 from __future__ import annotations

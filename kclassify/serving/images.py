@@ -57,7 +57,8 @@ class Decoder:
 
         self.size = int(image_size)
         self.max_pixels = int(max_pixels)
-        # One traced function, not six eager ops: ~0.3 ms less per request.
+        # One traced function, not six eager ops: measurably less per request (docs/benchmarks.md,
+        # "kclassify serve under load").
         self._tf_decode = tf.function(lambda b: decode_bytes(b, self.size),
                                       input_signature=[tf.TensorSpec([], tf.string)])
         self._tf_resize = tf.function(lambda x: resize_image(x, self.size),

@@ -2,8 +2,9 @@
 
 ``auto`` serves a run's exported TFLite file when there is one that passed export's gate (int8
 first: smallest and, for most models, fastest), else the run's Keras model; a model file is
-served as it is. LiteRT runs a small model in about a millisecond where Keras' ``predict``
-costs ~60 ms a call, which is most of the difference between a naive server and this one.
+served as it is. LiteRT runs a small model many times faster than Keras' ``predict`` does a
+call, which is most of the difference between a naive server and this one (measured:
+docs/benchmarks.md, "kclassify serve under load").
 """
 
 from __future__ import annotations

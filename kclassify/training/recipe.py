@@ -146,15 +146,11 @@ def policy_for(mixed: bool | None) -> str:
     """The Keras dtype policy of ``--mixed-precision``: on, off, or None (auto).
 
     Auto computes in bfloat16 only where it was measured to pay: a CPU with AMX and no GPU.
-    There, oneDNN trains small_cnn 1.7x faster (intel_scenes, 2 cores, the model alone: 64 px
-    7.7 -> 4.3 s per epoch, 96 px 15.4 -> 9.3 s; whole 30-epoch fits 1.2-1.4x, the augmentation
-    sharing the cores) with scores equal within their noise (two splits, bfloat16 first:
-    validation accuracy 0.787/0.787 and 0.820/0.816, test loss 0.540/0.540 and 0.557/0.580,
-    test accuracy 0.816/0.838 and 0.776/0.790 on 234 and 214 images).
-    A CPU with ``avx512_bf16`` but no AMX (an AMD EPYC, Zen 5, measured the same way) gains too
-    little to change what trains: the model alone 2.56 -> 1.66 s per epoch at 64 px but 4.81 ->
-    4.36 s at 96 px, a whole fit 624 -> 682 training images/s (1.09x); it stays float32. Without
-    either, bfloat16 is emulated (slower than float32). On a GPU float16 stays opt-in until it is
+    There, oneDNN trains small_cnn markedly faster (whole fits gain less, the augmentation sharing
+    the cores) with scores equal within their noise. A CPU with ``avx512_bf16`` but no AMX (an AMD
+    EPYC, Zen 5, measured the same way) gains too little to change what trains; it stays float32
+    (measured: docs/benchmarks.md, "Mixed precision (bfloat16 on CPUs)"). Without either, bfloat16
+    is emulated (slower than float32). On a GPU float16 stays opt-in until it is
     measured there.
     """
     gpu = bool(tf.config.list_logical_devices("GPU"))

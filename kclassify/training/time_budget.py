@@ -6,8 +6,9 @@ A fixed ``--epochs`` guesses the pace of a machine; a user with 15 minutes wants
 schedule cut short). So the last phase of a budgeted fit is open-ended: after each epoch,
 :class:`TimeBudget` re-plans how many epochs the time left holds at the pace just measured, sets
 the cosine schedule's length to that, and stops when no further epoch fits. The pace is measured,
-not assumed: the same settings ran 3.4 s per epoch on one day and 7-11 s on another on this
-project's CI machine, and a long fit ran 9.5 s per epoch where its 9-epoch trial had run 8.0.
+not assumed: the same settings ran far slower per epoch on one day than on another on this
+project's CI machine, and a long fit ran slower per epoch than its short trial had
+(measured: docs/benchmarks.md, "Epoch times from day to day").
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ OPEN_END = 100_000
 # What follows training: fit scores the test split from the image files, saves the model, and the
 # evaluation report scores the validation and test splits again (decode, resize, predict, calibrate,
 # draw): FINISH_FIXED seconds plus FINISH_PER_IMAGE times the validation pass's seconds per image
-# for each image scored. Measured on intel_scenes (small_cnn, 64 px; 189 validation images, 234 test):
-# 6 s were kept (3 + 4 x (189 + 2 x 234) / 189 x a cached validation pass of ~0.2 s), and the
-# command's last 3.9 s (one run) and 7.7 s (another) followed the last epoch.
+# for each image scored. On intel_scenes (small_cnn, 64 px) the time kept this way was about what
+# followed the last epoch, more than one run needed and a little less than another (measured:
+# docs/benchmarks.md, "Epoch times from day to day").
 FINISH_PER_IMAGE = 4.0
 FINISH_FIXED = 3.0
 # A fit without a validation split has no pass to time: its finish is planned from the training
 # epoch's seconds per image times PASS_PER_TRAIN, a cached validation pass's seconds per image over
-# a training epoch's (small_cnn, 64 px, intel_scenes, 1,735 training and 189 validation images:
-# 0.09 s against 2.7-4.9 s, 0.17-0.30 over four epochs, 0.22 from their means).
+# a training epoch's, taken from their means over four epochs of small_cnn at 64 px on intel_scenes
+# (measured: docs/benchmarks.md, "Epoch times from day to day").
 PASS_PER_TRAIN = 0.22
 
 
@@ -96,7 +97,8 @@ class TimeBudget(FirstEpochPace):
         clock: seconds, ``time.perf_counter`` by default.
     """
 
-    AVERAGED = 5  # epochs: one epoch's seconds varied 7-11 s on the CI machine, their mean holds the plan steady
+    AVERAGED = 5  # epochs: one epoch's seconds varied widely on the CI machine, their mean holds the plan steady
+    # (measured: docs/benchmarks.md, "Epoch times from day to day")
 
     def __init__(self, ends_at: float, eval_ratio: float = 1.0, clock: Callable[[], float] | None = None,
                  train_ratio: float = 0.0):

@@ -21,7 +21,8 @@ class Budget:
         max_latency_ms: slowest single-image latency allowed, measured on this machine
             through LiteRT (see :func:`kclassify.models.profile.measure_latency`).
         measure_latency: record latency even without a latency limit (costs one LiteRT
-            conversion per architecture: ~2 s for small_cnn, ~15 s for mobilenet_v3_small).
+            conversion per architecture, seconds each, longer for larger backbones; measured:
+            docs/benchmarks.md, "tune's time, draws, memory and latency").
         threads: LiteRT threads for the latency measurement.
     """
 

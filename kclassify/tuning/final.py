@@ -12,17 +12,19 @@ With ``seconds`` (what ``tune --final-share`` leaves of the time budget), ``retr
 ``fit --time-budget`` of those seconds: as many epochs as fit in them at the pace it measures as it
 trains, its cosine decaying over them (planned at first from the best trial's seconds per epoch):
 trials a few epochs long rank the settings, and the final model gets the long schedule that training
-from scratch needs (on intel_scenes, small_cnn at 96 px scored 0.829 over 30 epochs, and with mixup
-0.850 over 60), and ends with the budget (planned from the trial's pace alone, one final fit ran
-94 s over a 900 s budget when its epochs ran 9.5 s against its trial's 8.0).
+from scratch needs (on intel_scenes, small_cnn at 96 px with mixup scored best over twice as many
+epochs; measured: docs/benchmarks.md, "What shaped the scratch search space"), and ends with the
+budget (planned from the trial's pace alone, one final fit ran over its budget when its epochs ran
+slower than its trial's; measured: docs/benchmarks.md, "Epoch times from day to day").
 
 With ``final_data="train+val"`` (``tune --final-data train+val``) the retrained model trains on the
 validation images too, once they have ranked the settings (KerasTuner's ``get_best_models`` recommends it;
 AutoKeras' final fit does): its split is ``final_split.csv`` in the tuning folder, the search's split with
-``val`` read as ``train``, and its epochs are planned at the trial's pace times the larger epoch. On three
-intel_scenes splits (the README's table) the search with it scored +4.1 points over the default fit in the
-same 15 minutes, against +1.9 over six splits before it; where the search kept the defaults, the
-validation images added -0.5 and +4.9 points to the same final fit trained without them.
+``val`` read as ``train``, and its epochs are planned at the trial's pace times the larger epoch. On
+intel_scenes' splits the search with it beat the default fit in the same 15 minutes by more than the
+search with the final fit on the training images alone had; where the search kept the defaults, the
+validation images helped the same final fit much on one split and changed little on the other
+(measured: docs/benchmarks.md, "The final fit on the training and validation images (seeds 18-21)").
 
 With ``distill=K`` (``tune --then-fit --distill K``) the retrained model also learns from the K best
 completed trials' own models (an ensemble of teachers, ``fit --teacher``): knowledge the search already

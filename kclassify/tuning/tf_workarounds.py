@@ -17,7 +17,8 @@ def released_custom_gradients():
     TensorFlow's process-wide gradient registry, which is never emptied and keeps the whole
     traced training step alive. ``keras.backend.clear_session()`` and ``gc.collect()`` (which
     KerasTuner runs before each build) do not reach it (tensorflow#61791, tf-keras#286).
-    Measured here: +20 MiB resident per small_cnn trial without this, flat with it.
+    Measured here: the resident size grows with every small_cnn trial without this, stays flat with
+    it (docs/benchmarks.md, "tune's time, draws, memory and latency").
     """
     registry = gradient_registry()
     if registry is None:  # TensorFlow changed its internals: nothing to release

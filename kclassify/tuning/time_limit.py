@@ -2,9 +2,9 @@
 
 ``tune --time-budget --then-fit`` stops starting trials once the time left would not hold the
 longest trial so far plus the final model's time; a trial longer than any before it (a larger
-image, a wider model, never measured) could still run on into that time. Measured on
-intel_scenes: a 96 px, width 1.5 trial took 347 s when the longest so far had taken 86 s, and
-the final fit got 290 of the 450 s kept for it.
+image, a wider model, never measured) could still run on into that time. On intel_scenes a
+96 px trial took several times as long as the longest before it, and the final fit lost much
+of the time kept for it (measured: docs/benchmarks.md, "Slow days (seeds 3-11)").
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class TimeLimit(FirstEpochPace):
     time left, as many epochs as that holds) the retrain counted is the trial's own epochs, not
     ``refit_epochs``: the final model must train at least as long as the trial that scored the
     settings; asking for all ``--epochs`` stopped every 96 px trial on a slow day (a 27-epoch
-    retrain at 20 s per epoch is more than the 450 s kept), the setting that had paid most on a
-    fast one.
+    retrain at its pace was more than the time kept; measured: docs/benchmarks.md, "tune's time,
+    draws, memory and latency"), the setting that had paid most on a fast one.
 
     Args:
         ends_at: the time budget's end, a ``clock()`` reading.

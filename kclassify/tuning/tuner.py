@@ -104,8 +104,9 @@ class KClassifyTuner:
     def _rules_out(self, limit: TimeLimit, trial, parent: str) -> bool:
         """Whether a Hyperband continuation, at its earlier rung's pace, cannot fit in the time left.
 
-        Found on intel_scenes (seed 8): continuations of 18 epochs started with 150 s left, twice the
-        longest trial so far, and the clock stopped them after 35 and 50 s of training thrown away.
+        Found on intel_scenes (seed 8): continuations of 18 epochs started because the time left was
+        more than the longest trial so far, and the clock stopped both partway, their training thrown
+        away (measured: docs/benchmarks.md, "Slow days (seeds 3-11)").
         """
         epochs = self.hypermodel.config_for(trial.hyperparameters).train.epochs
         parent_values = self.oracle.get_trial(parent).hyperparameters.values
@@ -207,8 +208,8 @@ class KClassifyTuner:
 
         A trial's time also holds building the model and adapting its normalization, which a long
         fit pays once, while fit saves checkpoints each epoch; on intel_scenes the two about cancel
-        for 9-epoch trials (small_cnn 64 px: 4.0 s per trial epoch, 3.6 s per epoch over a 370-epoch
-        fit; 128 px: 12.3 s and 13.8 s over 27 epochs), so the estimate is seconds per epoch x epochs.
+        for 9-epoch trials (measured: docs/benchmarks.md, "tune's time, draws, memory and latency"),
+        so the estimate is seconds per epoch x epochs.
         """
         epochs = self.hypermodel.config_for(trial.hyperparameters).train.epochs
         per_epoch = seconds_per_epoch(self.trial_stats.get(trial.trial_id, {}), trial.hyperparameters.values, epochs)
@@ -254,7 +255,8 @@ def make_tuner(algorithm: str, hypermodel, objective, folder: Path, settings: Se
                   settings=settings, folder=folder)
     if algorithm == "hyperband":
         # Iterations repeat until --max-trials or --time-budget (KerasTuner's default of one iteration
-        # ended a 7.5-minute search on intel_scenes after 10 trials and 6 minutes).
+        # ended a search on intel_scenes well before its budget; measured: docs/benchmarks.md, "tune's
+        # time, draws, memory and latency").
         tuner = cls(max_epochs=max_epochs, factor=3, hyperband_iterations=0, **common)  # 0: no limit
         tuner.oracle.max_trials = settings.max_trials
         if not tuner.oracle.trials:  # a new search (a resumed one keeps its rungs): plan brackets anew
@@ -279,7 +281,8 @@ def defaults_first(oracle) -> None:
     - later draws seed each value from one well-mixed stream per trial. KerasTuner seeds a
       fresh ``random.Random(n)`` per value with n counting up by one per hyperparameter, and
       first draws of nearby seeds are correlated: with seed 42 and 8 hyperparameters, a choice
-      between two image sizes came out the same in 9 of the first 10 trials (measured).
+      between two image sizes came out the same in nearly all of the first trials (measured:
+      docs/benchmarks.md, "tune's time, draws, memory and latency").
     """
     if not has_value_source(oracle):  # a distributed worker's OracleClient
         return
