@@ -180,6 +180,18 @@ class Config:
         return build_config(self.flat(), values)
 
 
+def settings_changes(saved: str | Path, current: Config) -> str:
+    """What differs between the settings a run or search was started with (its ``config.yaml``) and ``current``.
+
+    One ``name: old -> new`` per changed setting, sorted, comma-separated; empty when none changed.
+    ``split_file`` is left out: a resumed run or search always reuses its own ``split.csv``.
+    """
+    previous = from_yaml_file(saved).flat()
+    changed = {k: (previous.get(k), v) for k, v in current.flat().items() if previous.get(k) != v}
+    changed.pop("split_file", None)
+    return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+
+
 def fields_by_name() -> dict[str, tuple[str, dataclasses.Field]]:
     """Every setting's flat name -> (group, dataclass field)."""
     out = {}

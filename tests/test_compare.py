@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from kclassify.errors import DataError, RunFolderError
+from kclassify.errors import ConfigError, DataError, RunFolderError
 from kclassify.evaluation.compare import compare, paired
 
 
@@ -123,7 +123,7 @@ def test_compare_refuses_other_images_and_missing_evaluations(tmp_path):
     binary.write_bytes(b"PK\x03\x04\xff\xfe\x00\x80" * 64)
     with pytest.raises(DataError, match="not a predictions.csv"):
         compare(a, binary)
-    with pytest.raises(ValueError, match="at least 100"):
+    with pytest.raises(ConfigError, match="--resamples must be at least 100"):
         compare(a, a, resamples=10)
 
 

@@ -173,8 +173,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from ..data.audit import AuditSettings, audit
+    from ..data.audit import audit
     from ..data.audit_report import summary
+    from ..settings import AuditSettings
 
     settings = AuditSettings(near_dup_threshold=args.near_dup_threshold, min_size=args.min_size,
                              max_aspect=args.max_aspect, seed=args.seed)
@@ -185,8 +186,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1; received {args.batch_size}.")
+    from ..settings import check_batch_size
+
+    check_batch_size(args.batch_size)  # before TensorFlow loads; evaluate() checks it too
     _load_tensorflow(args)
     from ..evaluation import evaluate
 
@@ -201,10 +203,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from ..evaluation.compare import compare
 
-    if args.resamples < 100:
-        raise ConfigError(f"--resamples must be at least 100 for a 95% interval; received {args.resamples}.")
-    if args.seed < 0:
-        raise ConfigError(f"--seed must be 0 or more; received {args.seed}.")
     result = compare(args.a, args.b, split=args.split, resamples=args.resamples, seed=args.seed)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary(args.a, args.b))
     return 0
@@ -229,9 +227,9 @@ def _evaluation_summary(result) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..inference.outputs import expand_inputs, write_predictions
+    from ..settings import PredictSettings
 
-    if args.top_k < 1 or args.batch_size < 1:
-        raise ConfigError(f"--top-k and --batch-size must be at least 1; received {args.top_k} and {args.batch_size}.")
+    PredictSettings(args.batch_size, args.top_k, args.output_format).check()  # before TensorFlow loads
     files, skipped = expand_inputs(args.images)
     if not files:
         raise ConfigError(f"No image files in {', '.join(args.images)} ({skipped} non-image file(s) skipped). Pass "
@@ -255,9 +253,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..serving.serve import check_settings
+    from ..settings import ServeSettings
 
-    check_settings(args.workers, args.port, args.max_batch, args.batch_timeout_ms, args.max_body_mb)
+    ServeSettings(host=args.host, port=args.port, backend=args.backend, workers=args.workers, max_batch=args.max_batch,
+                  batch_timeout_ms=args.batch_timeout_ms, max_body_mb=args.max_body_mb, threads=args.threads,
+                  model_name=args.model_name).check()  # before TensorFlow loads; serve() checks it too
     _load_tensorflow(args)
     from ..serving import serve
 

@@ -10,6 +10,8 @@ import argparse
 from .. import __version__
 from ..config import GROUPS, fields_by_name
 from ..data.phone import RESIZES
+from ..settings import (BACKENDS, OUTPUT_FORMATS, PHONES, SPLIT_CHOICES, AuditSettings, CompareSettings,
+                        ExportSettings, PredictSettings, ServeSettings)
 from ..tuning.budget import FINAL_DATA
 from .commands import (cmd_audit, cmd_compare, cmd_evaluate, cmd_export, cmd_fit, cmd_models, cmd_predict,
                        cmd_serve, cmd_tune)
@@ -99,13 +101,15 @@ def _add_audit(sub) -> None:
     )
     aud.add_argument("data", metavar="SRC", help="class-folder dir, pre-split dir, CSV manifest, tfds:NAME, builtin:NAME")
     aud.add_argument("--split-file", help="judge leakage by this split.csv (default: the split fit would compute)")
-    aud.add_argument("--near-dup-threshold", type=int, default=8, metavar="BITS",
-                     help="perceptual-hash bits (of 64) within which images are near copies (default: 8)")
-    aud.add_argument("--min-size", type=int, default=32, metavar="PX", help="shorter side under which an image "
-                     "is tiny (default: 32; use your model's input size)")
-    aud.add_argument("--max-aspect", type=float, default=4.0, metavar="R", help="longest/shortest side beyond "
-                     "which an image is extreme (default: 4)")
-    aud.add_argument("--seed", type=int, default=42, help="the split seed, when the split is computed (fit's default)")
+    d = AuditSettings()
+    aud.add_argument("--near-dup-threshold", type=int, default=d.near_dup_threshold, metavar="BITS",
+                     help="perceptual-hash bits (of 64) within which images are near copies "
+                     f"(default: {d.near_dup_threshold})")
+    aud.add_argument("--min-size", type=int, default=d.min_size, metavar="PX", help="shorter side under which an image "
+                     f"is tiny (default: {d.min_size}; use your model's input size)")
+    aud.add_argument("--max-aspect", type=float, default=d.max_aspect, metavar="R", help="longest/shortest side beyond "
+                     f"which an image is extreme (default: {d.max_aspect:g})")
+    aud.add_argument("--seed", type=int, default=d.seed, help="the split seed, when the split is computed (fit's default)")
     aud.add_argument("--output", "-o", help="report folder (default: saved_models/audit-<data>-<time>)")
     aud.add_argument("--write-manifest", metavar="CSV", help="write the usable files (path,label; one copy of each "
                      "duplicate, contradictory ones dropped) to this new CSV for fit --data")
@@ -232,10 +236,12 @@ def _add_compare(sub) -> None:
     cmp.add_argument("a", metavar="A", help="run folder, tuning folder (its best_run), evaluation folder or "
                      "predictions.csv")
     cmp.add_argument("b", metavar="B", help="the same for the other model")
-    cmp.add_argument("--split", default="test", choices=("test", "val", "train", "all"),
-                     help="which images of the two evaluations (default: test)")
-    cmp.add_argument("--resamples", type=int, default=10_000, metavar="N", help="bootstrap resamples (default: 10000)")
-    cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws (default: 0)")
+    d = CompareSettings()
+    cmp.add_argument("--split", default=d.split, choices=SPLIT_CHOICES,
+                     help=f"which images of the two evaluations (default: {d.split})")
+    cmp.add_argument("--resamples", type=int, default=d.resamples, metavar="N",
+                     help=f"bootstrap resamples (default: {d.resamples})")
+    cmp.add_argument("--seed", type=int, default=d.seed, help=f"seed of the bootstrap draws (default: {d.seed})")
     cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
     cmp.set_defaults(func=cmd_compare)
 
@@ -264,9 +270,10 @@ def _add_predict(sub) -> None:
     )
     _add_model_argument(pred, batch_size=True)
     pred.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
-    pred.add_argument("--top-k", type=int, default=1, metavar="K", help="classes per image (default: 1)")
-    pred.add_argument("--format", default="table", choices=("table", "json", "csv"), dest="output_format",
-                      help="output on stdout (default: table)")
+    d = PredictSettings()
+    pred.add_argument("--top-k", type=int, default=d.top_k, metavar="K", help=f"classes per image (default: {d.top_k})")
+    pred.add_argument("--format", default=d.output_format, choices=OUTPUT_FORMATS, dest="output_format",
+                      help=f"output on stdout (default: {d.output_format})")
     pred.add_argument("--preprocess", choices=tuple(RESIZES), default="kclassify",
                       help="how photos are resized to the model's input (default: kclassify, as training did; "
                       "mediapipe: as MediaPipe's ImageClassifier does on a phone)")
@@ -282,16 +289,21 @@ def _add_serve(sub) -> None:
         "batches. Stops on SIGTERM or Ctrl-C after the requests in flight finish.",
     )
     _add_model_argument(srv)
-    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    srv.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
-    srv.add_argument("--backend", default="auto", choices=("auto", "tflite", "tf"),
+    d = ServeSettings()
+    srv.add_argument("--host", default=d.host, help=f"address to bind (default: {d.host}, this machine only)")
+    srv.add_argument("--port", type=int, default=d.port, help=f"port (default: {d.port})")
+    srv.add_argument("--backend", default=d.backend, choices=BACKENDS,
                      help="auto: a run's exported TFLite file that passed export's gate (int8 first), else its Keras "
-                     "model (default: auto)")
-    srv.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (default: 1)")
-    srv.add_argument("--max-batch", type=int, default=16, metavar="N", help="most images per model call (default: 16)")
-    srv.add_argument("--batch-timeout-ms", type=float, default=5.0, metavar="MS",
-                     help="longest wait for a batch to fill while requests are arriving (default: 5)")
-    srv.add_argument("--max-body-mb", type=float, default=10.0, metavar="MB", help="largest request body (default: 10)")
+                     f"model (default: {d.backend})")
+    srv.add_argument("--workers", type=int, default=d.workers, metavar="N",
+                     help=f"server processes (default: {d.workers})")
+    srv.add_argument("--max-batch", type=int, default=d.max_batch, metavar="N",
+                     help=f"most images per model call (default: {d.max_batch})")
+    srv.add_argument("--batch-timeout-ms", type=float, default=d.batch_timeout_ms, metavar="MS",
+                     help="longest wait for a batch to fill while requests are arriving "
+                     f"(default: {d.batch_timeout_ms:g})")
+    srv.add_argument("--max-body-mb", type=float, default=d.max_body_mb, metavar="MB",
+                     help=f"largest request body (default: {d.max_body_mb:g})")
     srv.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer) on every endpoint but "
                      "the health checks (default: $KCLASSIFY_API_KEY)")
     srv.add_argument("--model-name", help="the name in /v1/models/NAME:predict (default: the run folder's name)")
@@ -303,7 +315,9 @@ def _add_model_argument(parser: argparse.ArgumentParser, batch_size: bool = Fals
     parser.add_argument("model", metavar="RUN_OR_MODEL", help="run folder, .keras file, SavedModel folder or .tflite file")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="LiteRT threads for .tflite files")
     if batch_size:
-        parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default: 32)")
+        size = PredictSettings.batch_size
+        parser.add_argument("--batch-size", type=int, default=size, metavar="N",
+                            help=f"images per batch (default: {size})")
 
 
 def _format_list() -> str:
@@ -313,13 +327,15 @@ def _format_list() -> str:
 
 
 def _add_gate_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
-                        help="accuracy points a format may lose against the Keras model (default: 1.0)")
-    parser.add_argument("--calibration-images", type=int, default=200, metavar="N",
-                        help="training images that calibrate tflite-int8 (default: 200)")
-    parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="LiteRT threads when scoring and timing .tflite files (default: 1)")
-    parser.add_argument("--phone", choices=("mediapipe", "none"), default="mediapipe",
+    d = ExportSettings()
+    parser.add_argument("--max-accuracy-drop", type=float, default=d.max_accuracy_drop, metavar="POINTS",
+                        help="accuracy points a format may lose against the Keras model "
+                        f"(default: {d.max_accuracy_drop})")
+    parser.add_argument("--calibration-images", type=int, default=d.calibration_images, metavar="N",
+                        help=f"training images that calibrate tflite-int8 (default: {d.calibration_images})")
+    parser.add_argument("--threads", type=int, default=d.threads, metavar="N",
+                        help=f"LiteRT threads when scoring and timing .tflite files (default: {d.threads})")
+    parser.add_argument("--phone", choices=PHONES, default=d.phone,
                         help="score and gate each .tflite file also as a phone feeds it: mediapipe (MediaPipe's "
                         "ImageClassifier resize, no antialiasing), none (skip)")
     parser.add_argument("--data", dest="export_data", metavar="SRC",
@@ -329,5 +345,6 @@ def _add_gate_flags(parser: argparse.ArgumentParser) -> None:
 def _add_export_flags(parser: argparse.ArgumentParser, help_: str) -> None:
     group = parser.add_argument_group("export")
     group.add_argument("--export", metavar="FORMATS", help=help_ + "; e.g. savedmodel,tflite,tflite-int8 or all")
-    group.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
-                       help="export gate: accuracy points a format may lose (default: 1.0)")
+    drop = ExportSettings.max_accuracy_drop
+    group.add_argument("--max-accuracy-drop", type=float, default=drop, metavar="POINTS",
+                       help=f"export gate: accuracy points a format may lose (default: {drop})")

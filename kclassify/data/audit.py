@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from ..settings import AuditSettings
 from ..textfiles import write_atomic, write_json
-from . import duplicates
-from .files import MAX_PIXELS, is_candidate
+from .files import is_candidate
 from .audit_report import build_report, summary, write_html
 from .inspect import Inspected, inspect_file
 from .sources import Item, Source, cache_dir, resolve_source
@@ -32,25 +32,6 @@ from .split import apply_split_file, assign_splits
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
-
-
-@dataclass
-class AuditSettings:
-    near_dup_threshold: int = duplicates.DEFAULT_THRESHOLD
-    min_size: int = 32  # pixels, the shorter side under which an image is "tiny"
-    max_aspect: float = 4.0  # longer side / shorter side beyond which it is "extreme"
-    max_pixels: int = MAX_PIXELS
-    seed: int = 42  # the split, when computed, is fit's: same seed and fractions
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    workers: int | None = None
-
-    def check(self) -> None:
-        if not 0 <= self.near_dup_threshold <= 64:
-            raise ConfigError(f"--near-dup-threshold is a number of bits, 0-64; received {self.near_dup_threshold}.")
-        if self.min_size < 0 or self.max_aspect < 1:
-            raise ConfigError(f"--min-size must be >= 0 and --max-aspect >= 1; received {self.min_size} and "
-                              f"{self.max_aspect}.")
 
 
 @dataclass

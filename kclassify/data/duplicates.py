@@ -18,7 +18,9 @@ from collections import defaultdict
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 8  # bits of 64
+from ..settings import AuditSettings
+
+DEFAULT_THRESHOLD = AuditSettings.near_dup_threshold  # bits of 64
 MIN_SIDE = 32  # pixels: smaller pictures get no near-duplicate search (phash works on a 32x32 resize)
 BLOCK_ELEMENTS = 4_000_000  # XORs computed at a time (32 MB), so memory stays flat at any N
 

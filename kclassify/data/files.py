@@ -35,9 +35,9 @@ TF_NATIVE = {
     "MPO": {"L", "RGB"},  # multi-picture JPEG from cameras; TF reads the first picture
 }
 SUPPORTED_FORMATS = frozenset(TF_NATIVE) | {"TIFF"}
-# Beyond this many pixels an image is refused without decoding (audit, serve): a 40-megapixel photo
-# is fine; a 20000x20000 PNG of a few KB is a decompression bomb (1.2 GB of RGB once decoded).
-MAX_PIXELS = 40_000_000
+# Beyond MAX_PIXELS (kclassify.settings) an image is refused without decoding (audit, serve): a
+# 40-megapixel photo is fine; a 20000x20000 PNG of a few KB is a decompression bomb (1.2 GB of RGB
+# once decoded).
 
 
 @dataclass(frozen=True)

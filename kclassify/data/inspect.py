@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import MAX_PIXELS, SUPPORTED_FORMATS
+from ..settings import MAX_PIXELS
+from .files import SUPPORTED_FORMATS
 
 # What inspect_file notes about a readable file (the keys of Inspected.notes), in the audit's order.
 QUIRKS = ("cmyk", "sixteen_bit", "palette", "transparency", "animated", "exif_rotated", "extension_mismatch")

@@ -121,6 +121,16 @@ def prepare_data(
     return data
 
 
+def prepare_for(cfg, split_file: str | Path | None = None) -> PreparedData:
+    """:func:`prepare_data` with a :class:`~kclassify.config.Config`'s data settings and seed (fit, tune).
+
+    ``split_file``: a split to reuse (a resumed run's or search's own); by default the settings' one.
+    """
+    d = cfg.data
+    return prepare_data(d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=cfg.train.seed,
+                        split_file=split_file or d.split_file, min_images=d.min_images)
+
+
 def _check_enough(data: PreparedData, min_images: int, for_training: bool = True) -> None:
     per_class = Counter(r.label for r in data.records)
     short = {c: per_class.get(c, 0) for c in data.classes if per_class.get(c, 0) < min_images}

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, RunFolderError
+from ..settings import CompareSettings
 
 PREDICTIONS = "predictions.csv"
-RESAMPLES = 10_000
+RESAMPLES = CompareSettings.resamples
 LEVEL = 0.95
 BLOCK_ELEMENTS = 2_000_000  # image weights held at a time (16 MB)
 
@@ -74,7 +75,8 @@ class Comparison:
                 f"p = {self.mcnemar_p:.3g}" + (" (not significant at 0.05)" if self.mcnemar_p >= 0.05 else ""))
 
 
-def compare(a, b, split: str = "test", resamples: int = RESAMPLES, seed: int = 0) -> Comparison:
+def compare(a, b, split: str = CompareSettings.split, resamples: int = RESAMPLES,
+            seed: int = CompareSettings.seed) -> Comparison:
     """Compare two evaluations of the same images (see the module's docstring).
 
     Args:
@@ -83,9 +85,11 @@ def compare(a, b, split: str = "test", resamples: int = RESAMPLES, seed: int = 0
         split: which images of the two files (``all``: every row).
 
     Raises:
+        ConfigError: settings out of range (:class:`kclassify.settings.CompareSettings`).
         RunFolderError: a folder holds no predictions (run ``kclassify evaluate`` on it first).
         DataError: the two files scored different images or gave one image different labels.
     """
+    CompareSettings(split, resamples, seed).check()
     labels, predicted_a, predicted_b = aligned(a, b, split)
     return paired(labels, predicted_a, predicted_b, split=split, resamples=resamples, seed=seed)
 
@@ -116,8 +120,8 @@ def aligned(a, b, split: str = "test") -> tuple[list[str], list[str], list[str]]
     return labels, [rows_a[p][1] for p in paths], [rows_b[p][1] for p in paths]
 
 
-def paired(labels, predicted_a, predicted_b, split: str = "test", resamples: int = RESAMPLES,
-           seed: int = 0) -> Comparison:
+def paired(labels, predicted_a, predicted_b, split: str = CompareSettings.split, resamples: int = RESAMPLES,
+           seed: int = CompareSettings.seed) -> Comparison:
     """The paired comparison of two models' predicted classes for the same true ``labels``.
 
     Example:
@@ -125,9 +129,7 @@ def paired(labels, predicted_a, predicted_b, split: str = "test", resamples: int
         >>> c.accuracy_a, c.accuracy_b, c.only_a_right, c.only_b_right, c.mcnemar_p
         (0.75, 1.0, 0, 1, 1.0)
     """
-
-    if resamples < 100:
-        raise ValueError(f"resamples must be at least 100 for a {round(100 * LEVEL)}% interval; received {resamples}.")
+    CompareSettings(split, resamples, seed).check()
     classes = sorted(set(labels) | set(predicted_a) | set(predicted_b))
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[c] for c in labels])

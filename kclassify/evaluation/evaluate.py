@@ -28,8 +28,10 @@ from .. import config as config_mod
 from ..data import PreparedData, prepare_data
 from ..errors import ConfigError, DataError
 from ..inference import Predictor, load_predictor
+from ..inference.predictor import DEFAULT_BATCH
 from ..inference.calibration import FILE as CALIBRATION_FILE
 from ..runs import RunFolder, find_run
+from ..settings import check_batch_size
 from ..textfiles import write_json
 from . import plots as plot
 from .calibration import calibration_report
@@ -58,7 +60,7 @@ class EvaluationResult:
         return headline(self.report["metrics"])
 
 
-def evaluate(target: str | Path, *, data: str | None = None, split: str | None = None, batch_size: int = 32,
+def evaluate(target: str | Path, *, data: str | None = None, split: str | None = None, batch_size: int = DEFAULT_BATCH,
              output: str | Path | None = None, threads: int | None = None, cross_validate: int = 0,
              progress: bool | None = None, preprocess: str = "kclassify") -> EvaluationResult:
     """Evaluate a model on one split and write report.json, report.html, plots and suspect labels.
@@ -86,6 +88,7 @@ def evaluate(target: str | Path, *, data: str | None = None, split: str | None =
         (True, True)
     """
     started = time.time()
+    check_batch_size(batch_size)
     target = Path(target).expanduser()
     run = find_run(target)
     split = _check_split(split, run)

@@ -24,12 +24,12 @@ import numpy as np
 from .. import __version__
 from ..config import from_yaml_file
 from ..data import prepare_data
-from ..data.phone import PHONE_RESIZES
-from ..errors import ConfigError, DataError, ExportError, RunFolderError
+from ..errors import DataError, ExportError, RunFolderError
 from ..inference import load_predictor
 from ..inference.calibration import FILE as CALIBRATION_FILE
 from ..inference.calibration import read_calibration
 from ..runs import RunFolder
+from ..settings import ExportSettings
 from ..textfiles import LABELS_FILE, text_table, write_json, write_labels
 from .formats import DEFAULT_FORMATS, FORMATS, Source, parse_formats
 
@@ -40,6 +40,7 @@ REJECTED_PREFIX = "rejected-"
 STAGING_PREFIX = ".staging-"
 REPORT = "export_report.json"
 NO_PHONE = "none"  # export(phone=...): do not score .tflite files as a phone feeds them
+E = ExportSettings  # the defaults
 # The gate rejects a phone drop over --max-accuracy-drop that the test images' noise does not explain: with
 # ~200 test images, a model that scores the same through both resizes differs by a few points from image to
 # image noise (measured on intel_scenes: the same recipe's phone gap changed sign from split to split;
@@ -89,8 +90,9 @@ class ExportResult:
 
 
 def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | None = None,
-           max_accuracy_drop: float = 1.0, data: str | None = None, calibration_images: int = 200,
-           threads: int = 1, latency_runs: int = 50, phone: str = "mediapipe") -> ExportResult:
+           max_accuracy_drop: float = E.max_accuracy_drop, data: str | None = None,
+           calibration_images: int = E.calibration_images, threads: int = E.threads,
+           latency_runs: int = E.latency_runs, phone: str = E.phone) -> ExportResult:
     """Export a finished run folder and check every file it writes.
 
     Each file is written under a staging name, scored, then moved to its name (or to
@@ -116,7 +118,7 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
         [('tflite', 'ok'), ('tflite-int8', 'ok')]
     """
     names = parse_formats(formats)
-    _check_settings(max_accuracy_drop, calibration_images, threads, latency_runs, phone)
+    E(max_accuracy_drop, calibration_images, threads, latency_runs, phone).check()
     folder = RunFolder(Path(run).expanduser())
     if not folder.is_complete():
         raise RunFolderError(f"{folder.root} is not a finished run (no model.keras and metrics.json): expected a "
@@ -201,19 +203,6 @@ def _export_format(fmt, source: Source, out: Path, images, phone, y, keras_top, 
     if reasons:
         report.message = "; ".join(reasons) + f". Kept as {Path(report.file).relative_to(out)}, not shipped."
     return report
-
-
-def _check_settings(max_drop: float, calibration_images: int, threads: int, runs: int, phone: str) -> None:
-    phones = (*PHONE_RESIZES, NO_PHONE)
-    problems = [f"{name} must be {rule}; received {value!r}" for name, value, ok, rule in (
-        ("phone", phone, phone in phones, "one of " + ", ".join(phones)),
-        ("max_accuracy_drop", max_drop, max_drop >= 0, "0 or more"),
-        ("calibration_images", calibration_images, calibration_images >= 1, "at least 1"),
-        ("threads", threads, threads >= 1, "at least 1"),
-        ("latency_runs", runs, runs >= 1, "at least 1"),
-    ) if not ok]
-    if problems:
-        raise ConfigError("; ".join(problems) + ".")
 
 
 def _output_folder(out: Path) -> Path:

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import IO, Sequence
 
+from ..settings import PredictSettings
 from ..textfiles import text_table
 from .predictor import FilePrediction, Predictor
 
-OUTPUT_FORMATS = ("table", "json", "csv")
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], int]:
@@ -36,6 +36,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], int]:
 def write_predictions(out: IO[str], results: list[FilePrediction], predictor: Predictor, k: int,
                       fmt: str = "table") -> None:
     """Write each file's top ``k`` classes (or its error) as ``table``, ``json`` or ``csv``."""
+    PredictSettings(top_k=k, output_format=fmt).check()
     rows = [(r, predictor.top_k(r.probabilities[None], k)[0] if r.ok else None) for r in results]
     if fmt == "json":
         doc = [{"path": r.path, "resize": predictor.resize,
@@ -56,5 +57,3 @@ def write_predictions(out: IO[str], results: list[FilePrediction], predictor: Pr
                  for r, top in rows]
         if table:
             out.write(text_table(table) + "\n")
-    else:
-        raise ValueError(f"unknown output format {fmt!r}; expected one of {OUTPUT_FORMATS}")

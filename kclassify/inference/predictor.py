@@ -19,11 +19,12 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelLoadError
+from ..settings import PredictSettings, check_batch_size
 from ..textfiles import read_labels
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 32
+DEFAULT_BATCH = PredictSettings.batch_size
 PROGRESS_FROM = 256  # files; smaller jobs finish before a bar is worth drawing
 
 
@@ -105,6 +106,7 @@ class Predictor(ABC):
         from ..data.files import check_images
         from ..data.sources import cache_dir
 
+        check_batch_size(batch_size)
         paths = [Path(p) for p in paths]
         checked = check_images(paths, cache_dir())
         results = [FilePrediction(str(p), None, None if c.ok else c.reason) for p, c in zip(paths, checked)]

@@ -23,9 +23,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..inference.calibration import apply_temperature
 from ..inference.tfserving import rest_predict
+from ..settings import MAX_PIXELS, ServeSettings
 from .batcher import Batcher
 from .guard import Guard
-from .images import MAX_PIXELS, BadImage, Decoder
+from .images import BadImage, Decoder
 from .limits import BodyLimit, BodyTooLarge
 from .model import ServedModel
 from .page import render_page
@@ -39,8 +40,9 @@ RAW_TYPES = ("image/", "application/octet-stream")
 
 
 class Settings:
-    def __init__(self, max_batch: int = 16, batch_timeout_ms: float = 5.0, max_body_mb: float = 10.0,
-                 api_key: str | None = None, max_pixels: int = MAX_PIXELS, decode_threads: int | None = None):
+    def __init__(self, max_batch: int = ServeSettings.max_batch, batch_timeout_ms: float = ServeSettings.batch_timeout_ms,
+                 max_body_mb: float = ServeSettings.max_body_mb, api_key: str | None = None, max_pixels: int = MAX_PIXELS,
+                 decode_threads: int | None = None):
         self.max_batch = int(max_batch)
         self.batch_timeout_ms = float(batch_timeout_ms)
         self.max_body = int(max_body_mb * 1024 * 1024)

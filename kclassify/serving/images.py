@@ -13,7 +13,8 @@ import io
 
 import numpy as np
 
-from ..data.files import MAX_PIXELS, SUPPORTED_FORMATS, TF_NATIVE
+from ..data.files import SUPPORTED_FORMATS, TF_NATIVE
+from ..settings import MAX_PIXELS
 
 
 class BadImage(Exception):

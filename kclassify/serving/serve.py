@@ -11,25 +11,29 @@ import json
 import logging
 import os
 
-from ..errors import ConfigError
+from ..settings import ServeSettings
 from .app import Settings, create_app
 from .model import load_served
 
 log = logging.getLogger(__name__)
+S = ServeSettings  # the defaults
 
 GRACE_S = 30
 ENV_KEY = "KCLASSIFY_API_KEY"
 ENV_SETTINGS = "KCLASSIFY_SERVE_SETTINGS"  # how --workers hands the settings to each worker process
 
 
-def serve(target, *, host: str = "127.0.0.1", port: int = 8080, backend: str = "auto", workers: int = 1,
-          max_batch: int = 16, batch_timeout_ms: float = 5.0, max_body_mb: float = 10.0, api_key: str | None = None,
-          threads: int | None = None, model_name: str | None = None, log_level: str = "info") -> None:
+def serve(target, *, host: str = S.host, port: int = S.port, backend: str = S.backend, workers: int = S.workers,
+          max_batch: int = S.max_batch, batch_timeout_ms: float = S.batch_timeout_ms, max_body_mb: float = S.max_body_mb,
+          api_key: str | None = None, threads: int | None = None, model_name: str | None = None,
+          log_level: str = "info") -> None:
     """Serve a run folder or model file over HTTP until stopped.
 
     Args:
         target: a run folder (its gated TFLite export with ``backend="auto"``) or a model file.
         api_key: required on every endpoint but the health checks (default: ``$KCLASSIFY_API_KEY``).
+        host, port, backend, workers, max_batch, batch_timeout_ms, max_body_mb, threads, model_name:
+            as :class:`kclassify.settings.ServeSettings` (defaults and checks).
 
     Example:
         >>> serve("saved_models/scenes", port=8080)   # then: curl -T cat.jpg -H 'Content-Type: image/jpeg' ...
@@ -39,7 +43,9 @@ def serve(target, *, host: str = "127.0.0.1", port: int = 8080, backend: str = "
     options = {"target": str(target), "backend": backend, "threads": threads, "model_name": model_name,
                "max_batch": max_batch, "batch_timeout_ms": batch_timeout_ms, "max_body_mb": max_body_mb,
                "api_key": api_key or os.environ.get(ENV_KEY)}
-    check_settings(workers, port, max_batch, batch_timeout_ms, max_body_mb)
+    ServeSettings(host=host, port=port, backend=backend, workers=workers, max_batch=max_batch,
+                  batch_timeout_ms=batch_timeout_ms, max_body_mb=max_body_mb, threads=threads,
+                  model_name=model_name).check()
     if host not in ("127.0.0.1", "localhost", "::1") and not options["api_key"]:
         log.warning("serving on %s without --api-key: anyone who can reach this port can use the model", host)
     config = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_S,
@@ -60,20 +66,3 @@ def build_app(options: dict):
 def app_from_environment():
     """uvicorn's factory in each ``--workers`` process."""
     return build_app(json.loads(os.environ[ENV_SETTINGS]))
-
-
-def check_settings(workers: int, port: int, max_batch: int, batch_timeout_ms: float, max_body_mb: float) -> None:
-    """Refuse impossible numbers before anything loads (the CLI calls it before TensorFlow)."""
-    problems = []
-    if workers < 1:
-        problems.append(f"--workers must be at least 1; received {workers}")
-    if max_batch < 1:
-        problems.append(f"--max-batch must be at least 1; received {max_batch}")
-    if batch_timeout_ms < 0:
-        problems.append(f"--batch-timeout-ms must be 0 or more; received {batch_timeout_ms}")
-    if max_body_mb <= 0:
-        problems.append(f"--max-body-mb must be positive; received {max_body_mb}")
-    if not 0 <= port <= 65535:
-        problems.append(f"--port must be 0-65535; received {port}")
-    if problems:
-        raise ConfigError("; ".join(problems) + ".")

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import config as config_mod
 from ..config import Config
-from ..data import PreparedData, prepare_data, recommended_settings, write_split
+from ..data import PreparedData, prepare_for, recommended_settings, write_split
 from ..data.pipeline import cache_target, decoded
 from ..errors import ConfigError, RunFolderError
 from ..models.build import float32_model
@@ -148,11 +148,8 @@ def _open_run_folder(run: RunFolder, cfg: Config) -> bool:
     if not run.is_started():
         run.root.mkdir(parents=True, exist_ok=True)
         return False
-    previous = config_mod.from_yaml_file(run.config).flat()
-    changed = {k: (previous[k], v) for k, v in cfg.flat().items() if previous.get(k) != v}
-    changed.pop("split_file", None)  # a resumed run always reuses its own split.csv
-    if changed:
-        diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+    diff = config_mod.settings_changes(run.config, cfg)
+    if diff:
         raise RunFolderError(
             f"{run.root} holds an unfinished run with other settings ({diff}). Rerun the same "
             "command to resume it, or pass another --output."
@@ -163,11 +160,7 @@ def _open_run_folder(run: RunFolder, cfg: Config) -> bool:
 
 def _prepare(cfg: Config, run: RunFolder, resuming: bool) -> PreparedData:
     d = cfg.data
-    split_file = run.split if resuming and run.split.is_file() else d.split_file
-    data = prepare_data(
-        d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=cfg.train.seed,
-        split_file=split_file, min_images=d.min_images,
-    )
+    data = prepare_for(cfg, run.split if resuming and run.split.is_file() else None)
     counts = {s: sum(c.values()) for s, c in data.counts().items()}
     log.info("%s: %d classes; train %d, val %d, test %d images; %d excluded",
              d.data, len(data.classes), counts["train"], counts["val"], counts["test"], len(data.excluded))

@@ -45,10 +45,10 @@ import keras_tuner
 import yaml
 
 from ..config import Config, from_yaml_file
-from ..errors import ConfigError
-from ..data import prepare_data
+from ..data import prepare_for
 from ..data.sources import Item
 from ..data.split import read_split, write_split
+from ..errors import ConfigError
 from ..training.fit import FitResult, fit, save_run
 from ..training.callbacks import monitor_mode
 from .budget import check_final_data
@@ -176,9 +176,7 @@ def teacher_runs(folder: Path, base: Config, space: SearchSpace, objective: str,
 
 def _trial_model(folder: Path, base: Config, space: SearchSpace, hp, trial_dir: Path):
     """A trial's own model (its checkpoint at its best epoch), its settings and the search's data."""
-    d = base.data
-    data = prepare_data(d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=base.train.seed,
-                        split_file=folder / "split.csv", min_images=d.min_images)
+    data = prepare_for(base, folder / "split.csv")
     hypermodel = ClassifierHyperModel(base, space, data, folder / "cache")
     model = hypermodel.build(hp)  # the trial's architecture and recipe; then its trained weights
     with warnings.catch_warnings():  # the checkpoint holds the optimizer's state too; a new model's is unbuilt

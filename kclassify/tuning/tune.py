@@ -20,7 +20,7 @@ import keras_tuner
 
 from .. import config as config_mod
 from ..config import Config
-from ..data import prepare_data, write_split
+from ..data import prepare_for, write_split
 from ..errors import ConfigError
 from ..runs import DEFAULT_ROOT, default_run_name
 from ..textfiles import write_atomic
@@ -79,13 +79,11 @@ def tune(base: Config, space: SearchSpace, *, algorithm: str = "random", max_tri
     check_time_budget(time_budget, distributed)
     folder = Path(output) if output else DEFAULT_ROOT / ("tune-" + default_run_name(base.data.data))
     folder.mkdir(parents=True, exist_ok=True)
-    d = base.data
     split_file = folder / "split.csv"
     base = resolve_precision(base, folder / BASE_SETTINGS)  # once per search: every trial trains as the first did
     if distributed != "worker":
         _check_base_settings(folder, base)
-    data = prepare_data(d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=base.train.seed,
-                        split_file=split_file if split_file.is_file() else d.split_file, min_images=d.min_images)
+    data = prepare_for(base, split_file if split_file.is_file() else None)
     if distributed != "worker":
         write_split(split_file, data.items())
     hypermodel = ClassifierHyperModel(base, space, data, folder / "cache")
@@ -123,11 +121,8 @@ def _check_base_settings(folder: Path, base: Config) -> None:
     file = folder / BASE_SETTINGS
     current = base_settings(folder, base)
     if file.is_file():
-        previous = config_mod.from_yaml_file(file).flat()
-        changed = {k: (previous.get(k), v) for k, v in current.flat().items() if previous.get(k) != v}
-        changed.pop("split_file", None)  # the folder may have moved; its own split.csv is used either way
-        if changed:
-            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        diff = config_mod.settings_changes(file, current)  # split_file aside: the search's own split.csv is used
+        if diff:
             raise ConfigError(
                 f"{folder} holds a search started with other base settings ({diff}). Rerun it with the "
                 f"same settings (see {file}) to resume, or pass another --output."
