@@ -98,6 +98,7 @@ class PredictSettings:
     batch_size: int = 32
     top_k: int = 1  # classes per image
     output_format: str = "table"
+    tta: str = "none"  # test-time augmentation (kclassify.inference.tta.TTA_POLICIES; checked by the predictor)
 
     def check(self) -> None:
         problems = []
@@ -123,6 +124,7 @@ class ServeSettings:
     api_key: str | None = None
     threads: int | None = None  # LiteRT threads for .tflite files
     model_name: str | None = None  # the name in /v1/models/NAME:predict (default: the run folder's)
+    tta: str = "none"  # test-time augmentation on every request (kclassify.inference.tta.TTA_POLICIES)
 
     def check(self) -> None:
         """Refuse impossible numbers before anything loads (the CLI calls it before TensorFlow)."""

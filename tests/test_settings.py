@@ -7,7 +7,7 @@ import pytest
 
 from kclassify.cli.parser import build_parser
 from kclassify.errors import ConfigError
-from kclassify.settings import (PHONES, AuditSettings, CompareSettings, ExportSettings, PredictSettings,
+from kclassify.settings import (BACKENDS, PHONES, AuditSettings, CompareSettings, ExportSettings, PredictSettings,
                                 ServeSettings)
 
 FLAG_OF = {"output_format": "format"}
@@ -63,3 +63,9 @@ def test_the_library_refuses_before_loading_anything(tmp_path):
         compare(tmp_path / "a", tmp_path / "b", resamples=10)
     with pytest.raises(ConfigError, match="--top-k"):
         write_predictions(io.StringIO(), [], None, 0)
+
+
+def test_the_backend_choices_are_the_serving_layers():
+    from kclassify.serving.model import BACKENDS as SERVED
+
+    assert BACKENDS == tuple(SERVED)

@@ -193,7 +193,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate
 
     result = evaluate(args.model, data=args.data, split=args.split, batch_size=args.batch_size, output=args.output,
-                      threads=args.threads, cross_validate=args.cross_validate, preprocess=args.preprocess)
+                      threads=args.threads, cross_validate=args.cross_validate, preprocess=args.preprocess,
+                      tta=args.tta)
     print(_evaluation_summary(result))
     return 0
 
@@ -219,6 +220,11 @@ def _evaluation_summary(result) -> str:
                                                      if cal["fitted_on"] else f" ({cal.get('not_fitted')})"),
              f"suspect labels: {r['suspects']['count']} of {r['suspects']['images']} ({r['suspects']['source']})",
              f"report: {result.folder / 'report.html'}"]
+    if r.get("tta"):
+        t, plain = r["tta"], r["tta"]["plain"]["accuracy"]
+        lines.insert(1, f"test-time augmentation {t['policy']} ({t['views']} views): accuracy "
+                        f"{result.headline['accuracy']:.4f} against {plain:.4f} without "
+                        f"({100 * (result.headline['accuracy'] - plain):+.1f} points)")
     if r["threshold"]:
         t = r["threshold"]
         lines.insert(2, f"threshold: P({t['positive_label']}) >= {t['threshold']:.4f} maximises F1 ({t['fitted_on']})")
@@ -229,7 +235,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..inference.outputs import expand_inputs, write_predictions
     from ..settings import PredictSettings
 
-    PredictSettings(args.batch_size, args.top_k, args.output_format).check()  # before TensorFlow loads
+    PredictSettings(args.batch_size, args.top_k, args.output_format, args.tta).check()  # before TensorFlow loads
     files, skipped = expand_inputs(args.images)
     if not files:
         raise ConfigError(f"No image files in {', '.join(args.images)} ({skipped} non-image file(s) skipped). Pass "
@@ -241,7 +247,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from ..data.phone import RESIZES
 
-    predictor = load_predictor(args.model, threads=args.threads).with_resize(args.preprocess)
+    predictor = load_predictor(args.model, threads=args.threads).with_resize(args.preprocess).with_tta(args.tta)
     (log.info if args.preprocess != "kclassify" else log.debug)(  # quiet by default: stdout is the answer
         "images resized to %d px by %s (%s)", predictor.image_size, args.preprocess, RESIZES[args.preprocess])
     results = predictor.predict_files(files, batch_size=args.batch_size)
@@ -257,13 +263,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     ServeSettings(host=args.host, port=args.port, backend=args.backend, workers=args.workers, max_batch=args.max_batch,
                   batch_timeout_ms=args.batch_timeout_ms, max_body_mb=args.max_body_mb, threads=args.threads,
-                  model_name=args.model_name).check()  # before TensorFlow loads; serve() checks it too
+                  model_name=args.model_name, tta=args.tta).check()  # before TensorFlow loads; serve() checks it too
     _load_tensorflow(args)
     from ..serving import serve
 
     serve(args.model, host=args.host, port=args.port, backend=args.backend, workers=args.workers,
           max_batch=args.max_batch, batch_timeout_ms=args.batch_timeout_ms, max_body_mb=args.max_body_mb,
-          api_key=args.api_key, threads=args.threads, model_name=args.model_name,
+          api_key=args.api_key, threads=args.threads, model_name=args.model_name, tta=args.tta,
           log_level="debug" if args.verbose > 1 else "info")
     return 0
 

@@ -10,6 +10,7 @@ import argparse
 from .. import __version__
 from ..config import GROUPS, fields_by_name
 from ..data.phone import RESIZES
+from ..inference.tta import TTA_POLICIES
 from ..settings import (BACKENDS, OUTPUT_FORMATS, PHONES, SPLIT_CHOICES, AuditSettings, CompareSettings,
                         ExportSettings, PredictSettings, ServeSettings)
 from ..tuning.budget import FINAL_DATA
@@ -222,6 +223,7 @@ def _add_evaluate(sub) -> None:
     ev.add_argument("--preprocess", choices=tuple(RESIZES), default="kclassify",
                     help="how photos are resized to the model's input: " +
                     "; ".join(f"{k}: {v}" for k, v in RESIZES.items()) + " (writes to <report folder>-mediapipe)")
+    _add_tta_flag(ev, " (scores the images with and without it, side by side; writes to <report folder>-tta-<policy>)")
     ev.set_defaults(func=cmd_evaluate)
 
 
@@ -277,6 +279,7 @@ def _add_predict(sub) -> None:
     pred.add_argument("--preprocess", choices=tuple(RESIZES), default="kclassify",
                       help="how photos are resized to the model's input (default: kclassify, as training did; "
                       "mediapipe: as MediaPipe's ImageClassifier does on a phone)")
+    _add_tta_flag(pred, "")
     pred.set_defaults(func=cmd_predict)
 
 
@@ -307,6 +310,7 @@ def _add_serve(sub) -> None:
     srv.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer) on every endpoint but "
                      "the health checks (default: $KCLASSIFY_API_KEY)")
     srv.add_argument("--model-name", help="the name in /v1/models/NAME:predict (default: the run folder's name)")
+    _add_tta_flag(srv, " (on every request; one model call per view)")
     srv.set_defaults(func=cmd_serve)
 
 
@@ -318,6 +322,13 @@ def _add_model_argument(parser: argparse.ArgumentParser, batch_size: bool = Fals
         size = PredictSettings.batch_size
         parser.add_argument("--batch-size", type=int, default=size, metavar="N",
                             help=f"images per batch (default: {size})")
+
+
+def _add_tta_flag(parser: argparse.ArgumentParser, note: str) -> None:
+    parser.add_argument("--tta", choices=tuple(TTA_POLICIES), default=PredictSettings.tta,
+                        help="test-time augmentation, the mean probabilities of several views of each image: " +
+                        "; ".join(f"{k}: {v} ({n} model call{'s' if n > 1 else ''})" for k, (v, n) in TTA_POLICIES.items())
+                        + f" (default: {PredictSettings.tta}){note}")
 
 
 def _format_list() -> str:

@@ -29,6 +29,7 @@ from ..data import PreparedData, prepare_data
 from ..errors import ConfigError, DataError
 from ..inference import Predictor, load_predictor
 from ..inference.predictor import DEFAULT_BATCH
+from ..inference.tta import TTA_POLICIES, check_tta
 from ..inference.calibration import FILE as CALIBRATION_FILE
 from ..runs import RunFolder, find_run
 from ..settings import check_batch_size
@@ -62,7 +63,7 @@ class EvaluationResult:
 
 def evaluate(target: str | Path, *, data: str | None = None, split: str | None = None, batch_size: int = DEFAULT_BATCH,
              output: str | Path | None = None, threads: int | None = None, cross_validate: int = 0,
-             progress: bool | None = None, preprocess: str = "kclassify") -> EvaluationResult:
+             progress: bool | None = None, preprocess: str = "kclassify", tta: str = "none") -> EvaluationResult:
     """Evaluate a model on one split and write report.json, report.html, plots and suspect labels.
 
     Args:
@@ -81,6 +82,10 @@ def evaluate(target: str | Path, *, data: str | None = None, split: str | None =
             :data:`kclassify.data.phone.RESIZES`: ``kclassify`` (as training did) or ``mediapipe`` (what
             MediaPipe's ImageClassifier feeds the model on a phone). Another than ``kclassify`` writes to
             ``<default>-<preprocess>`` and leaves the run's own calibration and metrics alone.
+        tta: test-time augmentation, a key of :data:`kclassify.inference.tta.TTA_POLICIES`. Another than
+            ``none`` scores the images twice, with and without it: the report is of the averaged views and
+            holds the plain figures beside them (``report["tta"]``); it writes to ``<default>-tta-<tta>``
+            and leaves the run's own calibration and metrics alone.
 
     Example:
         >>> result = evaluate("saved_models/digits-20260101-120000")
@@ -95,28 +100,36 @@ def evaluate(target: str | Path, *, data: str | None = None, split: str | None =
     if cross_validate and (cross_validate < 2 or run is None):
         raise ConfigError(f"--cross-validate needs K >= 2 and a run folder (its recipe is retrained); "
                           f"received K={cross_validate} for {target}.")
+    check_tta(tta)
     predictor = load_predictor(target, threads=threads).with_resize(preprocess)
     prepared = _prepare(run, data, target)
     classes = _class_index(prepared, predictor)
+    if tta != "none":  # the plain score first, for the report's side-by-side
+        plain = _score(predictor, prepared, classes, {split} if split != "all" else set(SPLITS), batch_size, progress)
+        predictor.with_tta(tta)
     scored = _score(predictor, prepared, classes, _needed(split, run), batch_size, progress)
     evaluated = scored if split == "all" else scored.where(lambda r: r.split == split)
     if not len(evaluated):
         counts = {s: sum(c.values()) for s, c in prepared.counts().items()}
         raise DataError(f"The {split} split of {prepared.source.root} has no image the model could read "
                         f"(images per split: {counts}). Pass --split all, or another split.")
-    folder = Path(output) if output else default_output(target, run, preprocess)
+    folder = Path(output) if output else default_output(target, run, preprocess, tta)
     (folder / "plots").mkdir(parents=True, exist_ok=True)
-    report = _report(target, predictor, run, prepared, split, scored, evaluated, cross_validate, folder, batch_size)
+    extra = {} if tta == "none" else {"tta": {
+        "policy": tta, "views": TTA_POLICIES[tta][1], "description": TTA_POLICIES[tta][0],
+        "plain": headline(classification_metrics(plain.y, plain.probs, predictor.labels))}}
+    report = _report(target, predictor, run, prepared, split, scored, evaluated, cross_validate, folder, batch_size,
+                     extra)
     report["seconds"] = round(time.time() - started, 2)
     write_json(folder / "report.json", report)
-    if run is not None and _is_runs_model(target, run) and preprocess == "kclassify":
+    if run is not None and _is_runs_model(target, run) and preprocess == "kclassify" and tta == "none":
         _update_run(run, report, split, folder)
     log.info("evaluation report: %s", folder / "report.html")
     return EvaluationResult(folder, report)
 
 
-def default_output(target: Path, run: RunFolder | None, preprocess: str = "kclassify") -> Path:
-    tag = "" if preprocess == "kclassify" else f"-{preprocess}"
+def default_output(target: Path, run: RunFolder | None, preprocess: str = "kclassify", tta: str = "none") -> Path:
+    tag = ("" if preprocess == "kclassify" else f"-{preprocess}") + ("" if tta == "none" else f"-tta-{tta}")
     if run is not None:
         if _is_runs_model(target, run):
             return run.root / f"evaluation{tag}"
@@ -179,7 +192,8 @@ def _score(predictor: Predictor, prepared: PreparedData, classes: dict[str, int]
     return Scored([r for r, _ in kept], y, probs.astype(np.float64))
 
 
-def _report(target, predictor, run, prepared, split, scored, evaluated, cross_validate, folder, batch_size) -> dict:
+def _report(target, predictor, run, prepared, split, scored, evaluated, cross_validate, folder, batch_size,
+            extra: dict) -> dict:
     labels = predictor.labels
     metrics = classification_metrics(evaluated.y, evaluated.probs, labels)
     val = scored.where(lambda r: r.split == "val")
@@ -207,6 +221,7 @@ def _report(target, predictor, run, prepared, split, scored, evaluated, cross_va
         "suspects": {"method": METHOD, "source": pool_name, "images": pool_size,
                      "count": len(suspects), "shown": SUSPECTS_SHOWN, "file": "suspect_labels.csv",
                      "top": suspects[:SUSPECTS_SHOWN]},
+        **extra,
     }
     pictures = _plots(folder / "plots", evaluated, labels, metrics, calibration, threshold, run)
     report["plots"] = {name: str(p.relative_to(folder)) for name, p in pictures.items()}

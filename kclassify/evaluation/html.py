@@ -31,6 +31,7 @@ def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes
         f"(photos resized: {_e(report['model'].get('resize', 'kclassify'))}), "
         f"{len(report['model']['labels'])} classes &middot; split <b>{_e(report['data']['split'])}</b> of "
         f"{_e(report['data']['source'])}: {m['images']} images &middot; {_e(report['created'])}</div>",
+        _tta_line(report.get("tta")),
         _cards(report),
         _section("Plots", _plots(plots)),
         _section("Per class", _per_class_table(m)),
@@ -42,6 +43,15 @@ def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes
     ]
     path.write_text(page(f"kclassify evaluation: {report['model']['name']}", parts), encoding="utf-8")
     return path
+
+
+def _tta_line(tta: dict | None) -> str:
+    if not tta:
+        return ""
+    plain = tta["plain"]["accuracy"]
+    return (f"<p>Test-time augmentation <b>{_e(tta['policy'])}</b>: the mean probabilities of {tta['views']} views "
+            f"({_e(tta['description'])}). Without it, on the same images: accuracy {_num(plain)}, macro F1 "
+            f"{_num(tta['plain']['macro_f1'])}.</p>")
 
 
 def _cards(report: dict) -> str:

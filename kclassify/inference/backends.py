@@ -44,7 +44,7 @@ class KerasPredictor(Predictor):
 
         self._call = tf.function(call, input_signature=[spec], autograph=False)
 
-    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+    def _model_call(self, images: np.ndarray) -> np.ndarray:
         return self._call(images.astype(np.float32)).numpy()
 
 
@@ -87,7 +87,7 @@ class SavedModelPredictor(Predictor):
             check_output(path, int(width), info["labels"])
         super().__init__(path, info["labels"], info["image_size"], "uint8")
 
-    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+    def _model_call(self, images: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
         return self._images(images=tf.constant(images, tf.uint8))["probabilities"].numpy()
@@ -178,7 +178,7 @@ class TFLitePredictor(Predictor):
             counts[it.NodeName(n)] = counts.get(it.NodeName(n), 0) + 1
         return counts
 
-    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+    def _model_call(self, images: np.ndarray) -> np.ndarray:
         out = []
         for image in images:
             self.interpreter.set_tensor(self._in["index"], _quantize(image[None], self._in, self.normalization))

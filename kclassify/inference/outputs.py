@@ -39,7 +39,8 @@ def write_predictions(out: IO[str], results: list[FilePrediction], predictor: Pr
     PredictSettings(top_k=k, output_format=fmt).check()
     rows = [(r, predictor.top_k(r.probabilities[None], k)[0] if r.ok else None) for r in results]
     if fmt == "json":
-        doc = [{"path": r.path, "resize": predictor.resize,
+        tta = {"tta": predictor.tta} if predictor.tta != "none" else {}
+        doc = [{"path": r.path, "resize": predictor.resize, **tta,
                 "predictions": [{"label": lab, "probability": round(p, 6)} for lab, p in top]}
                if r.ok else {"path": r.path, "error": r.error} for r, top in rows]
         json.dump(doc, out, indent=1)

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import ModelLoadError
 from ..settings import PredictSettings, check_batch_size
 from ..textfiles import read_labels
+from .tta import check_tta, tta_views
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class Predictor(ABC):
         resize: how images of another size reach ``image_size``, a key of
             :data:`kclassify.data.phone.RESIZES`: ``kclassify`` (antialiased, as training did) or
             ``mediapipe`` (as MediaPipe's ImageClassifier does on a phone, emulated exactly).
+        tta: test-time augmentation, a key of :data:`kclassify.inference.tta.TTA_POLICIES`
+            (``none``: one model call per image; otherwise the mean of the views' probabilities).
     """
 
     kind: str = ""
@@ -63,6 +66,13 @@ class Predictor(ABC):
         self.image_size = int(image_size)
         self.input_dtype = input_dtype
         self.resize = "kclassify"
+        self.tta = "none"
+
+    def with_tta(self, policy: str) -> "Predictor":
+        """This predictor, averaging its probabilities over the views of ``policy`` from now on (checked)."""
+        check_tta(policy)
+        self.tta = policy
+        return self
 
     def with_resize(self, resize: str) -> "Predictor":
         """This predictor, resizing images of another size with ``resize`` from now on (checked)."""
@@ -147,14 +157,23 @@ class Predictor(ABC):
 
     def describe(self) -> dict:
         return {"kind": self.kind, "path": str(self.path) if self.path else None, "labels": self.labels,
-                "image_size": self.image_size, "input_dtype": self.input_dtype, "resize": self.resize}
+                "image_size": self.image_size, "input_dtype": self.input_dtype, "resize": self.resize,
+                **({"tta": self.tta} if self.tta != "none" else {})}
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities ``(N, C)`` for uint8 images ``(N, S, S, 3)`` already at ``image_size``.
+
+        One model call (one per view with :attr:`tta`, their probabilities averaged); no resize, no
+        split into batches (what :meth:`predict` adds): the call a server's batcher makes.
+        """
+        if self.tta == "none":
+            return self._model_call(images)
+        return np.mean([self._model_call(np.ascontiguousarray(view)) for view in tta_views(images, self.tta)],
+                       axis=0)
 
     @abstractmethod
-    def predict_batch(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities ``(N, C)`` for uint8 images ``(N, S, S, 3)`` already at ``image_size``, in one model call.
-
-        No resize, no split into batches (what :meth:`predict` adds): the call a server's batcher makes.
-        """
+    def _model_call(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities for uint8 images already at ``image_size``: the model, once."""
 
     def _resize(self, images: np.ndarray) -> np.ndarray:
         import tensorflow as tf

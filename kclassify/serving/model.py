@@ -47,8 +47,8 @@ class ServedModel:
 
 
 def load_served(target: str | Path, backend: str = "auto", *, threads: int | None = None,
-                name: str | None = None) -> ServedModel:
-    """Load what ``kclassify serve TARGET --backend BACKEND`` serves."""
+                name: str | None = None, tta: str = "none") -> ServedModel:
+    """Load what ``kclassify serve TARGET --backend BACKEND`` serves (``tta``: on every request)."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}; received {backend!r}.")
     target = Path(target).expanduser()
@@ -59,12 +59,13 @@ def load_served(target: str | Path, backend: str = "auto", *, threads: int | Non
     if chosen not in BACKENDS[backend]:
         raise ConfigError(f"--backend {backend} serves {' or '.join(BACKENDS[backend])} models; {target} is a "
                           f"{chosen} model. Pass --backend auto, or a model of that kind.")
-    predictor = load_predictor(artifact, threads=threads)
+    predictor = load_predictor(artifact, threads=threads).with_tta(tta)
     calibration = read_calibration(run) if run else read_calibration(artifact.parent)
     temperature = float(calibration["temperature"]) if calibration else 1.0
     served = ServedModel(predictor, name or _name(target, run), _version(run, artifact), temperature, target)
-    log.info("serving %s (%s, %d classes, %d px, temperature %.3f)", artifact, predictor.kind,
-             predictor.num_classes, predictor.image_size, temperature)
+    log.info("serving %s (%s, %d classes, %d px, temperature %.3f%s)", artifact, predictor.kind,
+             predictor.num_classes, predictor.image_size, temperature,
+             "" if tta == "none" else f", test-time augmentation {tta}")
     return served
 
 

@@ -26,13 +26,13 @@ ENV_SETTINGS = "KCLASSIFY_SERVE_SETTINGS"  # how --workers hands the settings to
 def serve(target, *, host: str = S.host, port: int = S.port, backend: str = S.backend, workers: int = S.workers,
           max_batch: int = S.max_batch, batch_timeout_ms: float = S.batch_timeout_ms, max_body_mb: float = S.max_body_mb,
           api_key: str | None = None, threads: int | None = None, model_name: str | None = None,
-          log_level: str = "info") -> None:
+          tta: str = S.tta, log_level: str = "info") -> None:
     """Serve a run folder or model file over HTTP until stopped.
 
     Args:
         target: a run folder (its gated TFLite export with ``backend="auto"``) or a model file.
         api_key: required on every endpoint but the health checks (default: ``$KCLASSIFY_API_KEY``).
-        host, port, backend, workers, max_batch, batch_timeout_ms, max_body_mb, threads, model_name:
+        host, port, backend, workers, max_batch, batch_timeout_ms, max_body_mb, threads, model_name, tta:
             as :class:`kclassify.settings.ServeSettings` (defaults and checks).
 
     Example:
@@ -40,12 +40,12 @@ def serve(target, *, host: str = S.host, port: int = S.port, backend: str = S.ba
     """
     import uvicorn
 
-    options = {"target": str(target), "backend": backend, "threads": threads, "model_name": model_name,
+    options = {"target": str(target), "backend": backend, "threads": threads, "model_name": model_name, "tta": tta,
                "max_batch": max_batch, "batch_timeout_ms": batch_timeout_ms, "max_body_mb": max_body_mb,
                "api_key": api_key or os.environ.get(ENV_KEY)}
     ServeSettings(host=host, port=port, backend=backend, workers=workers, max_batch=max_batch,
                   batch_timeout_ms=batch_timeout_ms, max_body_mb=max_body_mb, threads=threads,
-                  model_name=model_name).check()
+                  model_name=model_name, tta=tta).check()
     if host not in ("127.0.0.1", "localhost", "::1") and not options["api_key"]:
         log.warning("serving on %s without --api-key: anyone who can reach this port can use the model", host)
     config = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_S,
@@ -58,7 +58,8 @@ def serve(target, *, host: str = S.host, port: int = S.port, backend: str = S.ba
 
 
 def build_app(options: dict):
-    served = load_served(options["target"], options["backend"], threads=options["threads"], name=options["model_name"])
+    served = load_served(options["target"], options["backend"], threads=options["threads"], name=options["model_name"],
+                         tta=options.get("tta", "none"))
     settings = Settings(options["max_batch"], options["batch_timeout_ms"], options["max_body_mb"], options["api_key"])
     return create_app(served, settings)
 
