@@ -31,6 +31,7 @@ AUDIT_MODES = ("quick", "full")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 FLIPS = ("horizontal", "vertical", "both", "none")
 MIXES = ("none", "mixup", "cutmix")  # kclassify.data.augment.MIXES builds each
+AUGMENT_POLICIES = ("basic", "randaugment", "augmix")  # kclassify.data.augment.AUGMENT_POLICIES builds each
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 POOLINGS = ("avg", "max")
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "gelu", "tanh", "sigmoid")
@@ -58,6 +59,9 @@ class DataConfig:
     augment: float = _opt(
         1.0, "augmentation strength for training batches; 0 turns it off", low=0.0, high=5.0
     )
+    augment_policy: str = _opt(
+        "basic", "what augments training batches after the flip: basic (rotation, zoom, shift, contrast), "
+        "randaugment or augmix (Keras' layers); --augment scales each", AUGMENT_POLICIES)
     flip: str = _opt("horizontal", "random flips during augmentation", FLIPS)
     mix: str = _opt(
         "none", "mix pairs of training images and their labels: mixup blends whole images, cutmix pastes "

@@ -170,3 +170,4 @@ def test_each_choice_family_is_one_table_whose_keys_are_the_valid_values():
     assert tuple(losses.LOSSES) == config.LOSSES
     assert set(PREPROCESSORS) == set(PREPROCESSING)
     assert tuple(augment.MIXES) == config.MIXES
+    assert tuple(augment.AUGMENT_POLICIES) == config.AUGMENT_POLICIES

@@ -7,29 +7,55 @@ it and validation/test images are left as they are.
 from __future__ import annotations
 
 
-def build_augmentation(strength: float, flip: str = "horizontal", seed: int | None = None):
-    """A ``keras.Sequential`` of random flip, rotation, zoom, translation and contrast.
-
-    Args:
-        strength: 0 disables augmentation (returns None); 1 is a moderate default
-            (rotation +-18 degrees, zoom and shift +-10 %, contrast +-20 %).
-        flip: 'horizontal', 'vertical', 'both' or 'none'.
-    """
+def _basic(s: float, seed: int | None) -> list:
     import keras
 
-    if strength <= 0:
-        return None
-    s = float(strength)
-    layers = []
-    if flip != "none":
-        mode = "horizontal_and_vertical" if flip == "both" else flip
-        layers.append(keras.layers.RandomFlip(mode, seed=seed))
-    layers += [
+    return [
         keras.layers.RandomRotation(min(0.05 * s, 0.5), fill_mode="reflect", seed=seed),
         keras.layers.RandomZoom(min(0.1 * s, 0.9), fill_mode="reflect", seed=seed),
         keras.layers.RandomTranslation(min(0.1 * s, 0.9), min(0.1 * s, 0.9), fill_mode="reflect", seed=seed),
         keras.layers.RandomContrast(min(0.2 * s, 0.95), seed=seed),
     ]
+
+
+def _randaugment(s: float, seed: int | None) -> list:
+    import keras
+
+    # Two ops a batch drawn from RandAugment's list (colour, contrast, equalize, shear, translate, ...);
+    # strength 1 is Keras' default magnitude 0.5.
+    return [keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=min(0.5 * s, 1.0), seed=seed)]
+
+
+def _augmix(s: float, seed: int | None) -> list:
+    import keras
+
+    # Three chains of 1-3 ops mixed with the image (Hendrycks et al., 2020); strength 1 is Keras' default 0.3.
+    return [keras.layers.AugMix(value_range=(0, 255), factor=min(0.3 * s, 1.0), seed=seed)]
+
+
+# --augment-policy -> (strength, seed) -> the Keras layers after the flip; keys are config.AUGMENT_POLICIES.
+AUGMENT_POLICIES = {"basic": _basic, "randaugment": _randaugment, "augmix": _augmix}
+
+
+def build_augmentation(strength: float, flip: str = "horizontal", seed: int | None = None, policy: str = "basic"):
+    """A ``keras.Sequential``: the random flip, then ``policy``'s layers, on float 0-255 batches.
+
+    Args:
+        strength: 0 disables augmentation (returns None); 1 is a moderate default (basic: rotation
+            +-18 degrees, zoom and shift +-10 %, contrast +-20 %; randaugment: two ops at magnitude
+            0.5; augmix: Keras' defaults). Each policy scales its own magnitudes with it.
+        flip: 'horizontal', 'vertical', 'both' or 'none'.
+        policy: ``basic`` (geometry and contrast), ``randaugment`` or ``augmix`` (Keras' layers).
+    """
+    import keras
+
+    if strength <= 0:
+        return None
+    layers = []
+    if flip != "none":
+        mode = "horizontal_and_vertical" if flip == "both" else flip
+        layers.append(keras.layers.RandomFlip(mode, seed=seed))
+    layers += AUGMENT_POLICIES[policy](float(strength), seed)
     return keras.Sequential(layers, name="augmentation")
 
 

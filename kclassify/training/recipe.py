@@ -89,7 +89,7 @@ def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int
     train = images("train", size)
     if cfg.data.phone_resize > 0:
         train = mixed_resizes(train, images("train", size, "mediapipe"), cfg.data.phone_resize, seed)
-    augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed)
+    augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed, cfg.data.augment_policy)
     mix = build_mixing(cfg.data.mix, cfg.data.mix_alpha, seed)
     teachers = load_teachers(cfg.train.teacher, data.classes)
     datasets = {
