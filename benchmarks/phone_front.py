@@ -56,6 +56,12 @@ def figures(run: Path) -> dict:
             "int8_kb": round((int8.get("size_bytes") or 0) / 1024, 1), "int8_status": int8.get("status")}
 
 
+def _mean(values) -> float:
+    """The mean of the values measured (a format that failed has None), NaN if none was."""
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
 def compare(a: Path, b: Path) -> dict:
     out = subprocess.run([*KCLASSIFY, "compare", str(a), str(b), "--json"], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -139,8 +145,7 @@ def main() -> None:
         for size in args.sizes:
             for arm in ("alone", "distilled"):
                 sel = [r for r in rows if (r["backbone"], r["size"], r["arm"]) == (backbone, size, arm)]
-                mean = {k: sum(r[k] or 0 for r in sel) / len(sel) for k in ("kclassify", "phone", "int8_ms",
-                                                                             "float_ms", "int8_kb")}
+                mean = {k: _mean(r[k] for r in sel) for k in ("kclassify", "phone", "int8_ms", "float_ms", "int8_kb")}
                 print(f"{backbone:26} {size:4} {arm:9} {mean['kclassify']:6.3f} {mean['phone']:6.3f} "
                       f"{mean['int8_ms']:8.2f} {mean['float_ms']:8.2f} {mean['int8_kb']:7.0f}")
     distilled = [r for r in rows if r["arm"] == "distilled"]
@@ -151,8 +156,7 @@ def main() -> None:
           f"distilled student got right, {alone} only the one alone; McNemar p = {mcnemar_p(alone, taught):.3g}")
     teachers = [r for r in rows if r["arm"] == "teacher"]
     if teachers:
-        mean = {k: sum(r[k] or 0 for r in teachers) / len(teachers) for k in ("kclassify", "phone", "int8_ms",
-                                                                              "float_ms", "int8_kb")}
+        mean = {k: _mean(r[k] for r in teachers) for k in ("kclassify", "phone", "int8_ms", "float_ms", "int8_kb")}
         print(f"{'teacher (' + args.teacher_flags + ')':31} {'teacher':9} {mean['kclassify']:6.3f} "
               f"{mean['phone']:6.3f} {mean['int8_ms']:8.2f} {mean['float_ms']:8.2f} {mean['int8_kb']:7.0f}")
     print(f"\n{args.out / 'front.csv'}, {args.out / 'front.png'}")

@@ -25,7 +25,7 @@ def write_atomic(path: str | Path, data: str | bytes, encoding: str = "utf-8") -
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     if isinstance(data, str):
-        tmp.write_text(data, encoding=encoding)
+        tmp.write_text(data, encoding=encoding, newline="")  # the text's own line ends, on every OS
     else:
         tmp.write_bytes(data)
     os.replace(tmp, path)

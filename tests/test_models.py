@@ -158,10 +158,10 @@ def test_parameter_count_does_not_depend_on_input_size(name):
 def test_batchnorm_momentum_ours_0_9_and_settable_for_any_backbone():
     import keras
 
-    from kclassify.models.build import _all_layers
+    from kclassify.models.build import all_layers
 
     def momenta(model):
-        return {layer.momentum for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)}
+        return {layer.momentum for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)}
 
     assert momenta(build_classifier("small_cnn", 3, 32)) == {0.9}
     assert momenta(build_classifier("alexnet", 3, 32)) == {0.9}

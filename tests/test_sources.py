@@ -144,3 +144,13 @@ def test_fingerprint_is_stable_for_the_same_files_and_changes_with_any_byte(tmp_
     changed = prepare_data(str(tmp_path / "copy"))
     assert not changed.excluded and changed.fingerprint() != first
     assert prepare_data(str(data), seed=7).fingerprint() != first  # another split is other data too
+
+
+def test_a_class_name_labels_txt_cannot_hold_is_refused(tmp_path):
+    """labels.txt is read back stripped: a folder named 'cat ' would come back as 'cat', so it is refused up front."""
+    from kclassify.data import prepare_data
+    from kclassify.errors import DataError
+
+    data = write_class_folder(tmp_path / "data", classes=("cat ", "dog"), per_class=3)
+    with pytest.raises(DataError, match=r"\['cat '\] .* begin or end with a space"):
+        prepare_data(str(data), min_images=1)

@@ -182,7 +182,8 @@ def test_a_budgeted_runs_config_retrains_the_phases_it_trained(tmp_path):
     """config.yaml after a budget: the epochs trained, and the head phase as it ran (the whole run when it
     was the only phase), so that fit --config plans the same phases without the budget."""
     from kclassify.config import Config, from_yaml_file
-    from kclassify.runs import RunFolder, write_json
+    from kclassify.runs import RunFolder
+    from kclassify.textfiles import write_json
     from kclassify.training.finetune import Phase, plan_phases
     from kclassify.training.fit import _budgeted_settings
 

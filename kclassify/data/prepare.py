@@ -92,6 +92,7 @@ def prepare_data(
     """
     cache = cache or cache_dir()
     source = resolve_source(spec, cache)
+    _check_class_names(source.classes, source.root)
     unlisted = 0
     items = source.items
     if split_file:
@@ -129,6 +130,15 @@ def prepare_for(cfg, split_file: str | Path | None = None) -> PreparedData:
     d = cfg.data
     return prepare_data(d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=cfg.train.seed,
                         split_file=split_file or d.split_file, min_images=d.min_images)
+
+
+def _check_class_names(classes: list[str], root) -> None:
+    """Class names labels.txt can hold: one a line, no space around it (every reader strips it, as MediaPipe does)."""
+    bad = [c for c in classes if not c.strip() or c != c.strip() or "\n" in c or "\r" in c]
+    if bad:
+        raise DataError(f"Class name(s) {bad[:5]} in {root} begin or end with a space or hold a line break: labels.txt "
+                        "(one name a line, read back stripped) cannot hold them. Rename the folders (or the labels "
+                        "in your CSV) without them.")
 
 
 def _check_enough(data: PreparedData, min_images: int, for_training: bool = True) -> None:

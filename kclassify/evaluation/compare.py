@@ -129,7 +129,7 @@ def paired(labels, predicted_a, predicted_b, split: str = CompareSettings.split,
         >>> c.accuracy_a, c.accuracy_b, c.only_a_right, c.only_b_right, c.mcnemar_p
         (0.75, 1.0, 0, 1, 1.0)
     """
-    CompareSettings(split, resamples, seed).check()
+    CompareSettings(resamples=resamples, seed=seed).check()  # split is only a name here
     classes = sorted(set(labels) | set(predicted_a) | set(predicted_b))
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[c] for c in labels])

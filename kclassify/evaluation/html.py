@@ -33,6 +33,7 @@ def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes
         f"{_e(report['data']['source'])}: {m['images']} images &middot; {_e(report['created'])}</div>",
         _tta_line(report.get("tta")),
         _cards(report),
+        _calibration_note(report.get("calibration")),
         _section("Plots", _plots(plots)),
         _section("Per class", _per_class_table(m)),
         _section("Most confused pairs", _confused_table(m["most_confused"])),
@@ -43,6 +44,12 @@ def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes
     ]
     path.write_text(page(f"kclassify evaluation: {report['model']['name']}", parts), encoding="utf-8")
     return path
+
+
+def _calibration_note(cal: dict | None) -> str:
+    if not cal or cal.get("fitted_on") or not cal.get("not_fitted"):
+        return ""
+    return f"<p class=sub>Temperature kept at 1: {_e(cal['not_fitted'])}.</p>"
 
 
 def _tta_line(tta: dict | None) -> str:
