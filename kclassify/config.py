@@ -141,6 +141,10 @@ class TrainConfig:
     distill_temperature: float = _opt(
         2.0, "with --teacher: temperature that softens teacher and student before their KL divergence", low=0.1,
         high=20.0)
+    ema: float = _opt(
+        0.0, "average the weights: an exponential moving average with this momentum (e.g. 0.999; Keras' use_ema), "
+        "which validation, checkpoints and the saved model use, BatchNorm statistics recomputed for it; 0: off",
+        low=0.0, high=0.99999)
     early_stopping: int = _opt(
         0, "stop after this many epochs without improvement (0: off)", low=0
     )

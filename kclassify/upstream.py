@@ -61,6 +61,16 @@ def max_collisions(oracle) -> int:
     return oracle._max_collisions
 
 
+def ema_variables(optimizer) -> list:
+    """An optimizer's moving averages of the weights (``use_ema=True``), one per trainable variable.
+
+    Keras keeps them in ``_model_variables_moving_average`` and reads them only through
+    ``finalize_variable_values``; kclassify starts a fresh average at the model's weights when the step
+    counter was set ahead (:func:`kclassify.training.averaging.start_average`).
+    """
+    return optimizer._model_variables_moving_average
+
+
 class QuietContinuation:
     """Mixed into a KerasTuner tuner: a Hyperband continuation loads its rung's weights without a warning.
 
@@ -132,6 +142,10 @@ def problems(tflite_file: str | None = None) -> list[str]:
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     check(hasattr(model, "_initial_epoch"), "keras.Model._initial_epoch", "keras")
+    averaging = keras.optimizers.SGD(use_ema=True)
+    averaging.build(model.trainable_variables)
+    check(len(getattr(averaging, "_model_variables_moving_average", [])) == len(model.trainable_variables),
+          "keras optimizer._model_variables_moving_average", "keras")
     oracle = keras_tuner.oracles.HyperbandOracle(objective="loss", max_epochs=9)
     for name in ("_current_bracket", "_get_num_brackets", "_brackets", "_start_new_bracket", "_random_values",
                  "_duplicate", "_max_collisions"):

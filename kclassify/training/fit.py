@@ -275,6 +275,10 @@ def _train(model, recipe: Recipe, run: RunFolder, extra_callbacks, verbose, stra
         return any((backup_root / p.name).is_dir() for p in later)
 
     if multiworker.is_multiworker(strategy):
+        if cfg.train.ema > 0:
+            raise ConfigError("--ema is not supported by the multi-worker training loop yet (it would train an average "
+                              "nothing uses): drop --ema, or train on one machine.")
+
         def fit_phase(model, phase, first, last):
             return multiworker.train_loop(
                 strategy, model, build_loss(cfg.train), recipe.datasets, run, start=first, end=last,

@@ -68,4 +68,6 @@ def build_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.
               "clipvalue": cfg.clipvalue}
     if cfg.weight_decay > 0 and cfg.optimizer != "adamw":  # AdamW takes its own (decoupled) decay
         common["weight_decay"] = cfg.weight_decay
+    if cfg.ema > 0:  # the moving average of the weights (kclassify.training.averaging shows it)
+        common.update(use_ema=True, ema_momentum=cfg.ema)
     return OPTIMIZERS[cfg.optimizer](cfg, common)

@@ -29,6 +29,7 @@ from ..data.pipeline import batches, mixed_resizes
 from ..models import get as get_backbone
 from ..models.build import adapt_preprocessing, classifier_for, default_input_scale, transfer_head
 from ..upstream import reset_initial_epoch
+from . import averaging
 from .distill import DistillationLoss, OnLabels, load_teachers, with_teacher_targets
 from .finetune import Phase, plan_phases, prepare_phase
 from .losses import build_loss, class_weights
@@ -257,11 +258,15 @@ def train(model, recipe: Recipe, fit_phase: PhaseFit, *, start: int = 0, end: in
 def keras_fit(recipe: Recipe, callbacks: Callable[[Phase], list], verbose="auto") -> PhaseFit:
     """A :data:`PhaseFit` running ``model.fit`` on the recipe's data with ``callbacks(phase)``."""
 
+    def phase_callbacks(phase: Phase) -> list:
+        cbs = callbacks(phase)
+        return averaging.wrap(cbs, recipe.datasets["train"]) if recipe.cfg.train.ema > 0 else cbs
+
     def run(model, phase: Phase, first: int, last: int) -> dict:
         reset_initial_epoch(model)  # each phase's fit starts clean; its backup sets it anew
         return model.fit(
             recipe.datasets["train"], validation_data=recipe.datasets.get("val"), initial_epoch=first,
-            epochs=last, callbacks=callbacks(phase), class_weight=recipe.class_weight,
+            epochs=last, callbacks=phase_callbacks(phase), class_weight=recipe.class_weight,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
             verbose=verbose,
         ).history

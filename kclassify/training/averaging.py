@@ -1,0 +1,145 @@
+"""Weight averaging: validation, checkpoints and the saved model see the optimizer's moving average.
+
+``--ema M`` turns on Keras optimizers' own exponential moving average of the trainable weights
+(``use_ema=True, ema_momentum=M``: after each step ``average = M * average + (1 - M) * weights``,
+the first step's weights as the start). The averaged weights sit between the noisy late iterates
+of a schedule, which tends to generalise better than any single one of them (Polyak averaging; the
+EMA of timm and EfficientNet's recipes). BatchNorm's moving statistics, though, were gathered under
+the raw weights, not the averaged ones: each time the averaged weights are shown, the statistics are
+recomputed for them from training batches (the cumulative mean over ``steps`` batches in training
+mode, as SWA's ``bn_update`` does).
+
+Two callbacks wrap each phase's callbacks (:func:`wrap`): the first swaps the averaged weights in before
+validation (or at the epoch's end when there is none), so the monitored metric, ``best.keras`` and
+``last.keras`` are the average's; the second swaps the raw weights and statistics back before the
+resume backup, so training and a resumed run go on from the raw iterate. At the end of training the
+averaged weights stay in the model.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from ..upstream import ema_variables
+
+BN_STEPS = 20  # training batches the BatchNorm statistics of the averaged weights are recomputed over
+
+
+def batchnorm_layers(model) -> list:
+    from ..models.build import all_layers
+
+    return [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def recompute_batchnorm(model, images, steps: int = BN_STEPS) -> int:
+    """Set every BatchNorm layer's moving mean and variance to their means over ``steps`` batches of ``images``.
+
+    The model runs in training mode (each layer normalises with its batch's statistics and updates its
+    moving ones); the momentum of batch k is (k-1)/k, so the moving statistics end as the plain mean over
+    the batches. Returns the batches used (0: no BatchNorm layer, nothing done).
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    used = 0
+    try:
+        for batch in images.take(steps):
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            for layer in layers:
+                layer.momentum = used / (used + 1)  # batch 1 replaces the statistics, batch k weighs 1/k
+            model(x, training=True)
+            used += 1
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return used
+
+
+class _Averaged:
+    """The state the two callbacks share: whether the averaged weights are in, and the raw ones kept aside."""
+
+    def __init__(self, images, steps: int):
+        self.images, self.steps = images, steps
+        self.raw = None
+
+    def swap_in(self, model) -> None:
+        if self.raw is not None or not getattr(model.optimizer, "use_ema", False) or not model.optimizer.built:
+            return
+        stats = [v for layer in batchnorm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
+        self.raw = ([v.numpy() for v in model.trainable_variables], [v.numpy() for v in stats])
+        model.optimizer.finalize_variable_values(model.trainable_variables)  # the average into the model
+        recompute_batchnorm(model, self.images, self.steps)
+
+    def swap_out(self, model) -> None:
+        if self.raw is None:
+            return
+        weights, stats = self.raw
+        for var, value in zip(model.trainable_variables, weights):
+            var.assign(value)
+        for var, value in zip([v for layer in batchnorm_layers(model)
+                               for v in (layer.moving_mean, layer.moving_variance)], stats):
+            var.assign(value)
+        self.raw = None
+
+
+class SwapIn(keras.callbacks.Callback):
+    """First of a phase's callbacks: the averaged weights (BatchNorm recomputed) for validation and checkpoints."""
+
+    def __init__(self, state: _Averaged):
+        super().__init__()
+        self.state = state
+
+    def on_train_begin(self, logs=None):
+        start_average(self.model.optimizer, self.model)
+
+    def on_test_begin(self, logs=None):
+        self.state.swap_in(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state.swap_in(self.model)  # no validation this epoch: the checkpoints still get the average
+
+    def on_train_end(self, logs=None):
+        # Keras' fit has already written the average into the model (finalize_variable_values); the
+        # BatchNorm statistics are still the raw weights': recompute them, and keep the average.
+        if self.state.raw is None and getattr(self.model.optimizer, "use_ema", False):
+            recompute_batchnorm(self.model, self.state.images, self.state.steps)
+
+
+class SwapOut(keras.callbacks.Callback):
+    """Placed before the resume backup: the raw weights and statistics back, to train on from."""
+
+    def __init__(self, state: _Averaged):
+        super().__init__()
+        self.state = state
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state.swap_out(self.model)
+
+
+def start_average(optimizer, model) -> None:
+    """A fresh average starts at the model's weights, also when training resumes mid-schedule.
+
+    Keras starts the average at the first step's weights only when the optimizer's step counter is 0;
+    a Hyperband continuation or a phase resumed at a later step sets the counter first, and its
+    average would start from zeros.
+    """
+    if not getattr(optimizer, "use_ema", False):
+        return
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    averages = ema_variables(optimizer)
+    if int(optimizer.iterations.numpy()) and all(not np.any(a.numpy()) for a in averages if a is not None):
+        for average, var in zip(averages, model.trainable_variables):
+            if average is not None:
+                average.assign(var)
+
+
+def wrap(callbacks: list, images, steps: int = BN_STEPS) -> list:
+    """``callbacks`` with the averaging pair around them: SwapIn first, SwapOut before BackupAndRestore (or last)."""
+    state = _Averaged(images, steps)
+    out = [SwapIn(state), *callbacks]
+    backup = next((i for i, c in enumerate(out) if isinstance(c, keras.callbacks.BackupAndRestore)), len(out))
+    out.insert(backup, SwapOut(state))
+    return out
