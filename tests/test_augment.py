@@ -6,7 +6,8 @@ import pytest
 from conftest import make_image
 
 
-@pytest.mark.parametrize("policy", ["basic", "randaugment", "augmix"])
+@pytest.mark.parametrize("policy", ["basic", pytest.param("randaugment", marks=pytest.mark.slow),
+                                    pytest.param("augmix", marks=pytest.mark.slow)])
 def test_each_policy_changes_images_and_keeps_labels(policy):
     import tensorflow as tf
 

@@ -13,6 +13,7 @@ from .small_cnn import activation_layer
 log = logging.getLogger(__name__)
 
 NORMALIZATION_LAYER = "normalization"
+POOL_LAYER = "pool"  # its input is the backbone's last spatial feature map (Grad-CAM reads it)
 DOWNSAMPLE_LAYER = "downsample"  # with input_scale K > 1: the KxK average the input goes through first
 AUTO_SCALE_MAX_INPUT = 256  # --input-scale's default keeps the model's input within this
 
@@ -202,7 +203,7 @@ def build_classifier(
     # fine-tuned, as in the Keras transfer-learning guide; one trained from scratch does not.
     x = base(x, training=False) if weights != "none" else base(x)
     pool = layers.GlobalAveragePooling2D if pooling == "avg" else layers.GlobalMaxPooling2D
-    x = pool(name="pool")(x)
+    x = pool(name=POOL_LAYER)(x)
     if hidden_units:
         x = layers.Dense(int(hidden_units), name="hidden")(x)
         x = activation_layer(hidden_activation, name="hidden_act")(x)

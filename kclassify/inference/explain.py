@@ -1,0 +1,91 @@
+"""Grad-CAM: where in an image a classifier looks for a class (Selvaraju et al., 2017).
+
+The class score's gradient with respect to the backbone's last spatial feature map, averaged over the
+map's positions, weighs its channels; the weighted sum, through a ReLU, is the heat: high where the
+features that raise the class are (the Keras example "Grad-CAM class activation visualization"). Every
+kclassify classifier is ``image -> [block mean] -> preprocessing -> backbone -> pool -> head``, the
+backbone being the registry record's model, so its last feature map is the input of the layer named
+:data:`kclassify.models.build.POOL_LAYER` whatever the backbone: nothing is guessed from layer names
+inside the backbone. It needs gradients, so a Keras model (a run folder or a ``.keras`` file); a
+``.tflite`` file or a SavedModel has none.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from ..errors import ModelLoadError
+from ..models.build import POOL_LAYER
+
+ALPHA = 0.45  # the heat's share of an overlay pixel at full heat
+
+
+def keras_model(predictor):
+    """The Keras model behind ``predictor``, or a ModelLoadError saying what Grad-CAM needs."""
+    model = getattr(predictor, "model", None)
+    if predictor.kind != "keras" or model is None:
+        raise ModelLoadError(f"{predictor.path or 'this model'} is a {predictor.kind} model: Grad-CAM needs the "
+                             "gradients of a Keras model. Pass the run folder or its model.keras instead.")
+    try:
+        model.get_layer(POOL_LAYER)
+    except ValueError:
+        raise ModelLoadError(f"{predictor.path or model.name} has no {POOL_LAYER!r} layer: Grad-CAM reads the "
+                             "feature map kclassify's classifiers pool; this model was not built by kclassify "
+                             "fit.") from None
+    return model
+
+
+def gradcam(model, images: np.ndarray, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """Heat maps ``(N, h, w)`` in 0-1 at the feature map's resolution, and the class each explains.
+
+    Args:
+        model: a kclassify Keras classifier (see :func:`keras_model`).
+        images: uint8 ``(N, S, S, 3)`` at the model's input size.
+        classes: the class index to explain for each image (default: the predicted one).
+    """
+    import keras
+    import tensorflow as tf
+
+    features = model.get_layer(POOL_LAYER).input
+    probe = keras.Model(model.inputs, [features, model.output])
+    x = tf.constant(np.asarray(images, np.float32))
+    with tf.GradientTape() as tape:
+        fmap, probs = probe(x, training=False)
+        fmap, probs = tf.cast(fmap, tf.float32), tf.cast(probs, tf.float32)
+        picked = np.argmax(probs.numpy(), axis=1) if classes is None else np.asarray(classes, np.int64)
+        # the log-probability: the softmax's gradient vanishes for a confident class, its log's does not
+        score = tf.math.log(tf.gather(probs, picked, axis=1, batch_dims=1) + 1e-12)
+    grads = tape.gradient(score, fmap)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    heat = tf.nn.relu(tf.reduce_sum(fmap * weights, axis=-1)).numpy()
+    peak = heat.reshape(len(heat), -1).max(axis=1)[:, None, None]
+    return np.where(peak > 0, heat / np.maximum(peak, 1e-12), 0.0), picked
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """``image`` (uint8 ``(H, W, 3)``) with ``heat`` (0-1, any resolution) drawn over it in the jet colours."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    big = np.asarray(Image.fromarray(np.uint8(np.clip(heat, 0, 1) * 255)).resize((w, h), Image.BILINEAR)) / 255.0
+    colour = colormaps["jet"](big)[..., :3] * 255
+    share = alpha * big[..., None]
+    return np.uint8(np.clip(image * (1 - share) + colour * share, 0, 255))
+
+
+def png(image: np.ndarray) -> bytes:
+    """A uint8 RGB image as PNG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def explain(predictor, images: np.ndarray, classes=None) -> list[tuple[np.ndarray, int]]:
+    """For each uint8 image at the model's input size: its Grad-CAM overlay and the class it explains."""
+    heats, picked = gradcam(keras_model(predictor), images, classes)
+    return [(overlay(image, heat), int(c)) for image, heat, c in zip(images, heats, picked)]

@@ -1,0 +1,92 @@
+"""Grad-CAM: the heat is where the class is decided; overlays are PNGs; models without gradients are refused."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY
+
+SIZE = 32
+PATCH = 10
+
+
+def corner_image(corner: str, seed: int) -> np.ndarray:
+    """Grey noise with a bright patch in one corner: the corner is the class, the rest is noise."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(40, 120, (SIZE, SIZE, 3)).astype(np.uint8)
+    rows = slice(0, PATCH) if corner == "top_left" else slice(SIZE - PATCH, SIZE)
+    cols = slice(0, PATCH) if corner == "top_left" else slice(SIZE - PATCH, SIZE)
+    image[rows, cols] = (250, 230, 40)
+    return image
+
+
+def write_corners(root, per_class: int = 24):
+    for corner in ("top_left", "bottom_right"):
+        (root / corner).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(corner_image(corner, 1000 * (corner == "top_left") + i)).save(root / corner / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def corner_run(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KCLASSIFY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kclassify-cache"))
+        from kclassify import fit
+
+        root = tmp_path_factory.mktemp("corners")
+        data = write_corners(root / "data")
+        settings = {**TINY, "image_size": SIZE, "epochs": 6}
+        result = fit(data=str(data), output=root / "run", verbose=0, **settings)
+    assert result.metrics["test"]["accuracy"] == 1.0, result.metrics
+    return result.run_dir
+
+
+def _quadrant_heat(heat: np.ndarray) -> tuple[float, float]:
+    """Mean heat in the top-left quarter and in the bottom-right quarter."""
+    h, w = heat.shape
+    return float(heat[: h // 2, : w // 2].mean()), float(heat[h // 2:, w // 2:].mean())
+
+
+@pytest.mark.slow
+def test_the_heat_is_in_the_corner_that_decides_the_class(corner_run):
+    from kclassify.inference import load_predictor
+    from kclassify.inference.explain import gradcam, keras_model
+
+    predictor = load_predictor(corner_run)
+    model = keras_model(predictor)
+    labels = predictor.labels
+    for corner, other in (("top_left", "bottom_right"), ("bottom_right", "top_left")):
+        images = np.stack([corner_image(corner, 5000 + i) for i in range(6)])
+        heats, picked = gradcam(model, images)
+        assert [labels[c] for c in picked] == [corner] * 6
+        for heat in heats:
+            top_left, bottom_right = _quadrant_heat(heat)
+            assert (top_left > bottom_right) if corner == "top_left" else (bottom_right > top_left), heat.round(2)
+
+
+@pytest.mark.slow
+def test_overlays_are_pngs_of_the_image_size(corner_run):
+    from kclassify.inference import load_predictor
+    from kclassify.inference.explain import explain, png
+
+    predictor = load_predictor(corner_run)
+    images = np.stack([corner_image("top_left", 7)])
+    (picture, klass), = explain(predictor, images)
+    assert picture.shape == (SIZE, SIZE, 3) and predictor.labels[klass] == "top_left"
+    assert not np.array_equal(picture, images[0])  # the heat is drawn over it
+    with Image.open(io.BytesIO(png(picture))) as im:
+        assert im.format == "PNG" and im.size == (SIZE, SIZE)
+
+
+def test_a_model_without_gradients_is_refused_with_what_to_pass():
+    from kclassify.errors import ModelLoadError
+    from kclassify.inference.explain import keras_model
+
+    class TFLiteLike:
+        kind, path, model = "tflite", "model_int8.tflite", None
+
+    with pytest.raises(ModelLoadError, match="Grad-CAM needs the gradients of a Keras model. Pass the run folder"):
+        keras_model(TFLiteLike())
