@@ -90,3 +90,24 @@ def test_a_model_without_gradients_is_refused_with_what_to_pass():
 
     with pytest.raises(ModelLoadError, match="Grad-CAM needs the gradients of a Keras model. Pass the run folder"):
         keras_model(TFLiteLike())
+
+
+@pytest.mark.slow
+def test_predict_explain_writes_an_overlay_per_image(corner_run, tmp_path, capsys):
+    from kclassify.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, corner in enumerate(("top_left", "bottom_right")):
+        Image.fromarray(corner_image(corner, 9000 + i)).save(images / f"{corner}.png")
+    (images / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "heat"
+    assert main(["predict", str(corner_run), str(images), "--explain", str(out)]) == 1  # the broken file
+    assert sorted(p.name for p in out.iterdir()) == ["bottom_right.bottom_right.gradcam.png",
+                                                    "top_left.top_left.gradcam.png"]
+    with Image.open(out / "top_left.top_left.gradcam.png") as im:
+        assert im.format == "PNG" and im.size == (SIZE, SIZE)
+    capsys.readouterr()
+    assert main(["predict", str(corner_run / "model.keras"), str(images / "top_left.png"), "--explain",
+                 str(tmp_path / "k")]) == 0  # a .keras file has gradients too
+    assert (tmp_path / "k" / "top_left.top_left.gradcam.png").is_file()

@@ -248,10 +248,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.phone import RESIZES
 
     predictor = load_predictor(args.model, threads=args.threads).with_resize(args.preprocess).with_tta(args.tta)
+    if args.explain:
+        from ..inference.explain import keras_model
+
+        keras_model(predictor)  # a model without gradients is refused before anything is predicted
     (log.info if args.preprocess != "kclassify" else log.debug)(  # quiet by default: stdout is the answer
         "images resized to %d px by %s (%s)", predictor.image_size, args.preprocess, RESIZES[args.preprocess])
     results = predictor.predict_files(files, batch_size=args.batch_size)
     write_predictions(sys.stdout, results, predictor, args.top_k, args.output_format)
+    if args.explain:
+        from ..inference.explain import explain_files
+
+        written = explain_files(predictor, [r.path for r in results if r.ok], args.explain)
+        log.info("Grad-CAM overlays of %d image(s) in %s", len(written), args.explain)
     failed = [r for r in results if not r.ok]
     if failed:
         print(f"kclassify: {len(failed)} of {len(results)} file(s) could not be predicted", file=sys.stderr)

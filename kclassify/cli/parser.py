@@ -280,6 +280,8 @@ def _add_predict(sub) -> None:
                       help="how photos are resized to the model's input (default: kclassify, as training did; "
                       "mediapipe: as MediaPipe's ImageClassifier does on a phone)")
     _add_tta_flag(pred, "")
+    pred.add_argument("--explain", metavar="DIR", help="also write a Grad-CAM overlay of each image's predicted class "
+                      "into DIR (<image>.<class>.gradcam.png; needs a run folder or .keras file)")
     pred.set_defaults(func=cmd_predict)
 
 

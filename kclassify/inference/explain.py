@@ -13,6 +13,7 @@ inside the backbone. It needs gradients, so a Keras model (a run folder or a ``.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 
@@ -83,6 +84,41 @@ def png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def explain_files(predictor, paths, folder, batch_size: int = 16) -> list[Path]:
+    """Write ``folder/<name>.gradcam.png`` for each image file: the overlay of its predicted class.
+
+    Images are decoded and resized as the predictor does (:attr:`Predictor.resize`); a file that cannot be
+    decoded is skipped (``predict`` reports it). Names are the files' own, numbered when two collide.
+    """
+    from ..data.pipeline import decode_image
+
+    model = keras_model(predictor)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, used = [], set()
+    paths = [Path(p) for p in paths]
+    for start in range(0, len(paths), batch_size):
+        chunk, images = [], []
+        for path in paths[start:start + batch_size]:
+            try:
+                images.append(decode_image(str(path), predictor.image_size, predictor.resize).numpy())
+                chunk.append(path)
+            except Exception:  # noqa: BLE001 - an undecodable file: predict already says why
+                continue
+        if not chunk:
+            continue
+        heats, picked = gradcam(model, np.stack(images))
+        for path, image, heat, klass in zip(chunk, images, heats, picked):
+            name, n = f"{path.stem}.{predictor.labels[klass]}.gradcam.png", 1
+            while name in used:
+                n += 1
+                name = f"{path.stem}-{n}.{predictor.labels[klass]}.gradcam.png"
+            used.add(name)
+            (folder / name).write_bytes(png(overlay(image, heat)))
+            written.append(folder / name)
+    return written
 
 
 def explain(predictor, images: np.ndarray, classes=None) -> list[tuple[np.ndarray, int]]:
