@@ -398,7 +398,12 @@ def test_web_page_classifies_an_uploaded_image_in_a_browser(live_server, tmp_pat
         browser.upload("#file", image)
         assert browser.wait_for("document.getElementById('result').dataset.top") == "cat"
         bars = browser.evaluate("document.querySelectorAll('#result .row').length")
-    assert bars == 3
+        caption = browser.wait_for("document.getElementById('heatcaption').textContent")
+        heat = browser.evaluate("document.getElementById('heat').naturalWidth")
+        # the line under the title is not hidden behind the drop zone
+        gap = browser.evaluate("document.getElementById('drop').getBoundingClientRect().top - "
+                               "document.querySelector('.sub').getBoundingClientRect().bottom")
+    assert bars == 3 and caption == "where it looks for cat" and heat == 16 and gap >= 0
 
 
 def test_cli_serve_refuses_bad_settings(tiny_run, capsys):
@@ -408,6 +413,31 @@ def test_cli_serve_refuses_bad_settings(tiny_run, capsys):
     assert "--workers must be at least 1" in capsys.readouterr().err
     assert main(["serve", str(tiny_run), "--backend", "tflite"]) == 2
     assert "no exported .tflite" in capsys.readouterr().err
+
+
+def test_explain_returns_an_overlay_png_and_refuses_what_predict_refuses(client, served):
+    from PIL import Image
+
+    assert client.get("/v1/metadata").json()["explain"] is True
+    response = client.post("/v1/explain", content=RED, headers={"Content-Type": "image/png"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.headers["X-Class"] == post_image(client, RED).json()["predictions"][0]["label"]
+    with Image.open(io.BytesIO(response.content)) as im:
+        assert im.format == "PNG" and im.size == (16, 16)  # the model's input, the heat over it
+    for data, ctype, status in [(b"hello", "image/png", 400), (bomb_png(), "image/png", 413),
+                                (b"x" * (2 << 20), "image/png", 413)]:
+        refused = client.post("/v1/explain", content=data, headers={"Content-Type": ctype})
+        assert refused.status_code == status == post_image(client, data, ctype).status_code, refused.text
+    with TestClient(create_app(served, Settings(api_key="s3cret"))) as c:
+        assert c.post("/v1/explain", content=RED, headers={"Content-Type": "image/png"}).status_code == 401
+
+
+def test_explain_says_what_to_serve_when_the_file_has_no_gradients(tiny_export):
+    served = load_served(tiny_export.folder / "model.tflite")
+    with TestClient(create_app(served)) as c:
+        assert c.get("/v1/metadata").json()["explain"] is False
+        refused = c.post("/v1/explain", content=RED, headers={"Content-Type": "image/png"})
+    assert refused.status_code == 400 and "Serve the run folder or a .keras file" in refused.json()["error"]
 
 
 @pytest.mark.parametrize("artifact", ["savedmodel", "model.tflite"])

@@ -97,6 +97,7 @@ def create_app(served: ServedModel, settings: Settings | None = None) -> FastAPI
         return [{"label": label, "score": round(score, 6)} for label, score in served.predictor.top_k(probs[None], k)[0]]
 
     _add_predict_routes(app, served, scores, top, settings)
+    _add_explain_route(app, served, decoder, decode_pool)
     _add_info_routes(app, served, telemetry, settings)
     _add_tfserving_routes(app, served, decoder, batcher, decode_pool)
     return app
@@ -155,6 +156,38 @@ def _add_predict_routes(app: FastAPI, served: ServedModel, scores, top, settings
             else:
                 results.append({"filename": name, "predictions": top(outcome, k)})
         return {"results": results, "model": served.name, "latency_ms": _ms(started)}
+
+
+def _add_explain_route(app: FastAPI, served: ServedModel, decoder, decode_pool) -> None:
+    """``POST /v1/explain``: the Grad-CAM overlay (PNG) of one image's top class, from the run's Keras model.
+
+    The image goes through the same limits and decoding as ``/v1/predict``; the Keras model is loaded on
+    the first request, on a thread of its own (the batcher's model thread serves predictions meanwhile).
+    """
+    model_thread = ThreadPoolExecutor(1, thread_name_prefix="kclassify-explain")
+    loaded = {}
+
+    def overlay(image: np.ndarray) -> tuple[bytes, str]:
+        from ..inference import load_predictor
+        from ..inference.explain import explain, png
+
+        if "predictor" not in loaded:
+            loaded["predictor"] = load_predictor(served.gradients)
+        picture, klass = explain(loaded["predictor"], image[None])[0]
+        return png(picture), loaded["predictor"].labels[klass]
+
+    @app.post("/v1/explain", summary="Where the model looks: a Grad-CAM overlay (PNG) of one image's top class",
+              responses={200: {"content": {"image/png": {}}}})
+    async def explain_route(request: Request):
+        if served.gradients is None:
+            return JSONResponse({"error": f"Grad-CAM needs the gradients of a Keras model; this server runs "
+                                          f"{served.predictor.path} alone ({served.predictor.kind}). Serve the run "
+                                          "folder or a .keras file to explain."}, status_code=400)
+        data = (await _uploads(request, single=True))[0][1]
+        loop = asyncio.get_running_loop()
+        image = await loop.run_in_executor(decode_pool, decoder, data)
+        picture, label = await loop.run_in_executor(model_thread, overlay, image)
+        return Response(picture, media_type="image/png", headers={"X-Class": label})
 
 
 def _add_info_routes(app: FastAPI, served: ServedModel, telemetry: Telemetry, settings: Settings) -> None:

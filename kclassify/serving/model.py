@@ -38,12 +38,14 @@ class ServedModel:
     version: str
     temperature: float  # from evaluate's calibration.json; 1.0 when there is none
     source: Path  # what was asked for (a run folder, or the file)
+    gradients: Path | None = None  # the Keras model /v1/explain runs Grad-CAM on (None: the served file has none)
 
     def metadata(self) -> dict:
         p = self.predictor
         return {"model": self.name, "version": self.version, "backend": p.kind, "path": str(p.path),
                 "labels": p.labels, "image_size": p.image_size, "input_dtype": p.input_dtype,
-                "resize": "kclassify", "temperature": self.temperature}  # images.Decoder resizes as training did
+                "resize": "kclassify", "temperature": self.temperature,  # images.Decoder resizes as training did
+                "explain": self.gradients is not None, **({"tta": p.tta} if p.tta != "none" else {})}
 
 
 def load_served(target: str | Path, backend: str = "auto", *, threads: int | None = None,
@@ -62,7 +64,9 @@ def load_served(target: str | Path, backend: str = "auto", *, threads: int | Non
     predictor = load_predictor(artifact, threads=threads).with_tta(tta)
     calibration = read_calibration(run) if run else read_calibration(artifact.parent)
     temperature = float(calibration["temperature"]) if calibration else 1.0
-    served = ServedModel(predictor, name or _name(target, run), _version(run, artifact), temperature, target)
+    gradients = run / "model.keras" if run else (artifact if predictor.kind == "keras" else None)
+    served = ServedModel(predictor, name or _name(target, run), _version(run, artifact), temperature, target,
+                         gradients if gradients is not None and gradients.exists() else None)
     log.info("serving %s (%s, %d classes, %d px, temperature %.3f%s)", artifact, predictor.kind,
              predictor.num_classes, predictor.image_size, temperature,
              "" if tta == "none" else f", test-time augmentation {tta}")
