@@ -24,6 +24,7 @@ text-align:right}th{background:#eef2f6}td:first-child,th:first-child{text-align:
 .gallery{display:flex;flex-wrap:wrap;gap:10px}.tile{background:#fff;border:1px solid #dde3ea;border-radius:6px;
 padding:6px;width:130px;font-size:.78em;overflow-wrap:anywhere}.tile img{width:120px;height:120px;object-fit:contain;
 background:#eee;display:block;margin-bottom:4px}.bad{color:#b42318}.good{color:#067647}
+.tile.wide{width:380px}.heats{display:flex;gap:5px}.heats figure{margin:0}.heats figcaption{color:#5b6b7c}
 .group{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:8px;margin:10px 0}
 """
 
@@ -56,9 +57,17 @@ def thumbnail(path: str, size: int = THUMB) -> str:
     return f"<img alt='thumbnail' src='{data_uri(buf.getvalue(), 'image/jpeg')}'>"
 
 
-def tile(image: str | None, caption: str, path: str) -> str:
-    """One gallery tile: ``image``'s thumbnail (none when None), ``caption`` (HTML), then ``path`` in small print."""
+def tile(image: str | None, caption: str, path: str, beside: list[tuple[str, str]] = ()) -> str:
+    """One gallery tile: ``image``'s thumbnail (none when None), ``caption`` (HTML), then ``path`` in small print.
+
+    ``beside``: (PNG data URI, caption) pictures shown next to the thumbnail (a wider tile), e.g. heat maps.
+    """
     picture = thumbnail(image) if image is not None else ""
+    if beside:
+        figures = "".join(f"<figure><img alt='{escape(text)}' src='{uri}'><figcaption>{escape(text)}</figcaption>"
+                          "</figure>" for uri, text in beside)
+        return (f"<div class='tile wide'><div class=heats><figure>{picture}</figure>{figures}</div>{caption}<br>"
+                f"<span class=sub>{escape(path)}</span></div>")
     return f"<div class=tile>{picture}{caption}<br><span class=sub>{escape(path)}</span></div>"
 
 

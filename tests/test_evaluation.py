@@ -260,7 +260,8 @@ def test_report_html_is_self_contained(flipped_run):
     _, result, flipped = flipped_run
     page = (result.folder / "report.html").read_text()
     assert "http://" not in page and "https://" not in page and "<script" not in page
-    assert page.count("data:image/png;base64,") == len(result.report["plots"])
+    heat_maps = page.count("<figcaption>looks for ")  # Grad-CAM beside the gallery's images
+    assert heat_maps >= 2 * len(flipped) and page.count("data:image/png;base64,") == len(result.report["plots"]) + heat_maps
     assert f"{result.report['metrics']['accuracy']:.3f}" in page
     assert all(name in page for name in flipped)  # in the mistakes gallery and the suspect list
 
@@ -279,7 +280,10 @@ def test_report_renders_in_a_headless_browser(flipped_run, tmp_path):
     assert 'id="headline"' in dom and f"{result.report['metrics']['accuracy']:.3f}" in dom
     m = result.report["metrics"]
     mistakes = m["images"] - np.trace(np.array(m["confusion_matrix"]["counts"]))
-    assert dom.count('class="tile"') == mistakes + len(result.report["suspects"]["top"]) >= len(flipped)
+    tiles = mistakes + len(result.report["suspects"]["top"])
+    assert dom.count('class="tile') == tiles >= len(flipped)
+    # a Keras model's page: where it looks, for the true and the predicted class of each tile
+    assert result.report["gradcam"] and dom.count("<figcaption>looks for ") == 2 * tiles
     shot = tmp_path / "shot.png"
     subprocess.run([browser, *CHROMIUM_FLAGS, f"--screenshot={shot}", "--window-size=1200,1600", url],
                    capture_output=True, timeout=120)

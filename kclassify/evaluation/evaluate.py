@@ -225,9 +225,27 @@ def _report(target, predictor, run, prepared, split, scored, evaluated, cross_va
     }
     pictures = _plots(folder / "plots", evaluated, labels, metrics, calibration, threshold, run)
     report["plots"] = {name: str(p.relative_to(folder)) for name, p in pictures.items()}
-    write_report_html(folder / "report.html", report, pictures, _worst_mistakes(evaluated, labels),
-                      suspects[:SUSPECTS_SHOWN], {r.path: r.decode_path for r in scored.records})
+    mistakes, image_paths = _worst_mistakes(evaluated, labels), {r.path: r.decode_path for r in scored.records}
+    heat = _heat_maps(predictor, mistakes, suspects[:SUSPECTS_SHOWN], image_paths)
+    report["gradcam"] = len(heat) > 0
+    write_report_html(folder / "report.html", report, pictures, mistakes, suspects[:SUSPECTS_SHOWN], image_paths, heat)
     return report
+
+
+def _heat_maps(predictor, mistakes: list[dict], suspects: list[dict], image_paths: dict[str, str]) -> dict:
+    """(path, class) -> Grad-CAM data URI of the true and predicted (given and suggested) classes of the gallery's
+    images; empty for a model without gradients (a .tflite file, a SavedModel)."""
+    if predictor.kind != "keras":
+        return {}
+    from ..htmlpage import data_uri
+    from ..inference.explain import overlay_pngs
+
+    index = {name: i for i, name in enumerate(predictor.labels)}
+    wanted = [(r["path"], c) for r in mistakes for c in (r["true"], r["predicted"])]
+    wanted += [(r["path"], c) for r in suspects for c in (r["given_label"], r["suggested_label"])]
+    wanted = list(dict.fromkeys(w for w in wanted if w[1] in index))
+    pngs = overlay_pngs(predictor, [image_paths.get(p, p) for p, _ in wanted], [index[c] for _, c in wanted])
+    return {key: data_uri(data, "image/png") for key, data in zip(wanted, pngs) if data is not None}
 
 
 def _threshold(evaluated: Scored, val: Scored, labels: list[str]) -> dict:

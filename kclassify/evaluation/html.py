@@ -14,7 +14,7 @@ from ..htmlpage import section as _section
 from ..htmlpage import gallery, tile
 
 def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes: list[dict],
-                      suspects: list[dict], image_paths: dict[str, str]) -> Path:
+                      suspects: list[dict], image_paths: dict[str, str], heat: dict | None = None) -> Path:
     """Write the page.
 
     Args:
@@ -23,6 +23,8 @@ def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes
         mistakes: the worst misclassifications, rows with path, true, predicted, confidence.
         suspects: the first rows of suspect_labels.csv.
         image_paths: a row's ``path`` -> the file to make its thumbnail from.
+        heat: (path, class) -> a PNG data URI of the Grad-CAM heat of that class over the image, drawn beside
+            its thumbnail (a Keras model's report; empty for files without gradients).
     """
     m = report["metrics"]
     parts = [
@@ -38,9 +40,9 @@ def write_report_html(path: Path, report: dict, plots: dict[str, Path], mistakes
         _section("Per class", _per_class_table(m)),
         _section("Most confused pairs", _confused_table(m["most_confused"])),
         _section(f"Worst misclassified images ({len(mistakes)} most confident mistakes)",
-                 _gallery(mistakes, image_paths, "predicted", "confidence") if mistakes
+                 _gallery(mistakes, image_paths, "predicted", "confidence", heat or {}) if mistakes
                  else "<p>No misclassified image.</p>"),
-        _section("Suspect labels", _suspects_intro(report["suspects"]) + _gallery(suspects, image_paths, "suggested", "")),
+        _section("Suspect labels", _suspects_intro(report["suspects"]) + _gallery(suspects, image_paths, "suggested", "", heat or {})),
     ]
     path.write_text(page(f"kclassify evaluation: {report['model']['name']}", parts), encoding="utf-8")
     return path
@@ -116,7 +118,7 @@ def _suspects_intro(suspects: dict) -> str:
             f"the first {min(suspects['count'], suspects['shown'])} are shown.</p>")
 
 
-def _gallery(rows: list[dict], image_paths: dict[str, str], other: str, confidence_key: str) -> str:
+def _gallery(rows: list[dict], image_paths: dict[str, str], other: str, confidence_key: str, heat: dict) -> str:
     tiles = []
     for r in rows:
         if other == "predicted":
@@ -125,5 +127,7 @@ def _gallery(rows: list[dict], image_paths: dict[str, str], other: str, confiden
         else:
             caption = (f"<span class=bad>given: {_e(r['given_label'])} ({r['given_probability']:.1%})</span><br>"
                        f"<span class=good>likely: {_e(r['suggested_label'])} ({r['suggested_probability']:.1%})</span>")
-        tiles.append(tile(image_paths.get(r["path"], r["path"]), caption, r["path"]))
+        classes = (r["true"], r["predicted"]) if other == "predicted" else (r["given_label"], r["suggested_label"])
+        beside = [(heat[r["path"], c], f"looks for {c}") for c in classes if (r["path"], c) in heat]
+        tiles.append(tile(image_paths.get(r["path"], r["path"]), caption, r["path"], beside))
     return gallery(tiles)

@@ -86,6 +86,31 @@ def png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _decoded(predictor, paths):
+    """(index, uint8 image at the model's input) of each file that decodes, resized as the predictor does."""
+    from ..data.pipeline import decode_image
+
+    for i, path in enumerate(paths):
+        try:
+            yield i, decode_image(str(path), predictor.image_size, predictor.resize).numpy()
+        except Exception:  # noqa: BLE001 - an undecodable file: the caller says why elsewhere
+            continue
+
+
+def overlay_pngs(predictor, paths, classes, batch_size: int = 16) -> list[bytes | None]:
+    """The Grad-CAM overlay (PNG) of ``classes[i]`` over each file ``paths[i]`` (None where it does not decode)."""
+    model = keras_model(predictor)
+    out: list[bytes | None] = [None] * len(paths)
+    found = list(_decoded(predictor, paths))
+    for start in range(0, len(found), batch_size):
+        chunk = found[start:start + batch_size]
+        images = np.stack([image for _, image in chunk])
+        heats, _ = gradcam(model, images, [classes[i] for i, _ in chunk])
+        for (i, image), heat in zip(chunk, heats):
+            out[i] = png(overlay(image, heat))
+    return out
+
+
 def explain_files(predictor, paths, folder, batch_size: int = 16) -> list[Path]:
     """Write ``folder/<name>.gradcam.png`` for each image file: the overlay of its predicted class.
 
