@@ -173,6 +173,18 @@ def test_the_gate_rejects_a_degraded_file_and_keeps_the_shipped_one(tiny_run, tm
     assert rows["tflite"]["accuracy_drop"] > 50 and "Kept as rejected-model.tflite" in rows["tflite"]["message"]
     assert "must give Keras' class" in rows["tflite"]["message"]  # float32: the agreement rule too
     assert "rejected" in printed and "tflite-dynamic" in printed
+    # the page: the degraded file's disagreements, each with Keras' answer, the file's, and where Keras looks
+    shown = rows["tflite"]["disagreements"]
+    assert len(shown) == min(24, round((1 - rows["tflite"]["agreement"]) * report["images"])) > 0
+    assert all(d["keras"] != d["file"] and d["true"] == d["keras"] for d in shown)  # Keras is right on tiny_run
+    import subprocess
+
+    from cdp import FLAGS, chromium_path
+
+    dom = subprocess.run([chromium_path(), *FLAGS, "--dump-dom", (out / "export_report.html").resolve().as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert "Where tflite disagrees with Keras" in dom and "Where tflite-dynamic" not in dom
+    assert dom.count('class="tile wide"') == len(shown) and dom.count("<figcaption>keras looks for ") == 2 * len(shown)
 
 
 def test_a_format_that_fails_is_reported_and_the_others_ship(tiny_run, tmp_path, monkeypatch):

@@ -39,6 +39,8 @@ FLOAT_AGREEMENT = 0.999  # float32 files must predict Keras' class on at least t
 REJECTED_PREFIX = "rejected-"
 STAGING_PREFIX = ".staging-"
 REPORT = "export_report.json"
+PAGE = "export_report.html"
+DISAGREEMENTS_KEPT = 24
 NO_PHONE = "none"  # export(phone=...): do not score .tflite files as a phone feeds them
 E = ExportSettings  # the defaults
 # The gate rejects a phone drop over --max-accuracy-drop that the test images' noise does not explain: with
@@ -72,6 +74,9 @@ class FormatReport:
     latency_vs_tflite: float | None = None
     outside_xnnpack: dict[str, int] | None = None  # .tflite ops LiteRT runs off XNNPACK's fast path
     message: str = ""
+    # test images where its top-1 class is not Keras' (the most confident first, at most DISAGREEMENTS_KEPT):
+    # path, true label, Keras' label and probability, the file's label and probability
+    disagreements: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -135,7 +140,8 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
     # the images as a phone resizes them: decoded once, when the first .tflite file is scored
     phone_images = functools.cache(lambda: decode_files(paths, reference.image_size, resize=phone)) \
         if phone != NO_PHONE else None
-    keras_top = reference.predict(images).argmax(1)
+    keras_probs = reference.predict(images)
+    keras_top = keras_probs.argmax(1)
     keras_info = {"accuracy": _accuracy(keras_top, y), "latency_ms": round(reference.latency_ms(images[0], latency_runs), 3)}
     source = Source(
         model=reference.model, labels=reference.labels, image_size=reference.image_size,
@@ -146,8 +152,9 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
         calibration=_calibration(prepared, reference.image_size, calibration_images, cfg.train.seed),
         input_description=input_description(reference.image_size, cfg.model.input_scale or 1, cfg.data.phone_resize),
     )
-    reports = [_export_format(FORMATS[name], source, out, images, phone_images, y, keras_top, keras_info["accuracy"],
-                              max_accuracy_drop, threads, latency_runs) for name in names]
+    scoring = Scoring(paths, images, phone_images, y, keras_probs, keras_info["accuracy"], reference.labels)
+    reports = [_export_format(FORMATS[name], source, out, scoring, max_accuracy_drop, threads, latency_runs)
+               for name in names]
     result = ExportResult(out, split, len(paths), keras_info, reports,
                           settings={"max_accuracy_drop": max_accuracy_drop, "threads": threads, "phone": phone,
                                     "calibration_images": calibration_images, "run": str(folder.root)})
@@ -157,6 +164,9 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
     if calibration:
         write_json(out / CALIBRATION_FILE, calibration)
     write_json(out / REPORT, _report_doc(result))
+    from .page import write_export_page
+
+    write_export_page(out / PAGE, _report_doc(result), reference)
     return result
 
 
@@ -172,8 +182,21 @@ def input_description(size: int, input_scale: int = 1, phone_resize: float = 0.0
         "scores MediaPipe's resize."
 
 
-def _export_format(fmt, source: Source, out: Path, images, phone, y, keras_top, keras_accuracy: float,
-                   max_drop: float, threads: int, latency_runs: int) -> FormatReport:
+@dataclass
+class Scoring:
+    """The test images every file is scored on, and the Keras model's answers on them."""
+
+    paths: list[str]  # as the run's split names them
+    images: np.ndarray  # decoded through kclassify's resize
+    phone: object  # () -> the same images as a phone resizes them, or None (not scored)
+    y: np.ndarray
+    keras_probs: np.ndarray
+    keras_accuracy: float
+    labels: list[str]
+
+
+def _export_format(fmt, source: Source, out: Path, scoring: Scoring, max_drop: float, threads: int,
+                   latency_runs: int) -> FormatReport:
     """Write one format under a staging name, score that file, then ship or reject it."""
     staging = out / f"{STAGING_PREFIX}{fmt.filename}"
     _remove(staging)
@@ -183,13 +206,14 @@ def _export_format(fmt, source: Source, out: Path, images, phone, y, keras_top, 
         fmt.write(source, staging)
         report.size_bytes = _size(staging)
         predictor = load_predictor(staging, threads=threads)
-        probs = predictor.predict(images)
-        _score_report(report, probs, y, keras_top, keras_accuracy)
-        report.latency_ms = round(predictor.latency_ms(images[0], latency_runs), 3)
+        probs = predictor.predict(scoring.images)
+        _score_report(report, probs, scoring)
+        report.latency_ms = round(predictor.latency_ms(scoring.images[0], latency_runs), 3)
         if predictor.kind == "tflite":
             report.outside_xnnpack = predictor.ops_outside_delegate()
-        if predictor.kind == "tflite" and phone is not None:
-            _score_phone(report, probs.argmax(1), predictor.predict(phone()).argmax(1), y, keras_accuracy)
+        if predictor.kind == "tflite" and scoring.phone is not None:
+            _score_phone(report, probs.argmax(1), predictor.predict(scoring.phone()).argmax(1), scoring.y,
+                         scoring.keras_accuracy)
         del predictor
     except Exception as e:  # noqa: BLE001 - one format failing must not stop the others
         _remove(staging)
@@ -258,11 +282,18 @@ def _calibration(prepared, image_size: int, count: int, seed: int):
     return images
 
 
-def _score_report(report: FormatReport, probs, y, keras_top, keras_accuracy) -> None:
-    top = probs.argmax(1)
+def _score_report(report: FormatReport, probs, scoring: Scoring) -> None:
+    top, keras_top, y = probs.argmax(1), scoring.keras_probs.argmax(1), scoring.y
     report.accuracy = float(np.mean(top == y))
-    report.accuracy_drop = (keras_accuracy - report.accuracy) * 100
+    report.accuracy_drop = (scoring.keras_accuracy - report.accuracy) * 100
     report.agreement = float(np.mean(top == keras_top))
+    differ = np.flatnonzero(top != keras_top)
+    differ = differ[np.argsort(-probs[differ, top[differ]], kind="stable")][:DISAGREEMENTS_KEPT]
+    names = scoring.labels
+    report.disagreements = [{"path": scoring.paths[i], "true": names[y[i]],
+                             "keras": names[keras_top[i]], "keras_probability": round(float(scoring.keras_probs[i, keras_top[i]]), 4),
+                             "file": names[top[i]], "file_probability": round(float(probs[i, top[i]]), 4)}
+                            for i in differ]
 
 
 def _score_phone(report: FormatReport, top, phone_top, y, keras_accuracy: float) -> None:
