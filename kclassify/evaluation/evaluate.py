@@ -313,7 +313,7 @@ def _calibration_file(calibration: dict, threshold: dict | None, target: Path) -
 
 
 def _update_run(run: RunFolder, report: dict, split: str, folder: Path) -> None:
-    """The run's own model: its calibration.json, metrics.json's headline figures, TensorBoard."""
+    """The run's own model: its calibration.json, metrics.json's headline figures, TensorBoard, MODEL_CARD.md."""
     # Always written: a temperature kept at 1 (and why) replaces one an earlier evaluation fitted.
     write_json(run.root / CALIBRATION_FILE, _calibration_file(report["calibration"], report["threshold"], run.model))
     if split == "test" and run.metrics.is_file():
@@ -326,3 +326,6 @@ def _update_run(run: RunFolder, report: dict, split: str, folder: Path) -> None:
     from .tensorboard import write_summaries
 
     write_summaries(run.logs / "evaluation", report, folder)
+    from .card import write_model_card
+
+    write_model_card(run.root, evaluation=folder)

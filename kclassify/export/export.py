@@ -167,6 +167,9 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
     from .page import write_export_page
 
     write_export_page(out / PAGE, _report_doc(result), reference)
+    from ..evaluation.card import write_model_card
+
+    write_model_card(folder.root, out)  # beside the files, and the run's own refreshed
     return result
 
 
