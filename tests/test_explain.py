@@ -111,3 +111,23 @@ def test_predict_explain_writes_an_overlay_per_image(corner_run, tmp_path, capsy
     assert main(["predict", str(corner_run / "model.keras"), str(images / "top_left.png"), "--explain",
                  str(tmp_path / "k")]) == 0  # a .keras file has gradients too
     assert (tmp_path / "k" / "top_left.top_left.gradcam.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone,size,grid", [("mobilenet_v3_small", 96, 3), ("efficientnet_lite0", 64, 2),
+                                                ("mobilenet_v4_conv_small", 64, 2), ("resnet50", 64, 2)])
+def test_every_family_gives_a_heat_map_over_its_last_feature_map(backbone, size, grid):
+    """Keras applications, kimm's EfficientNet-Lite and our MobileNetV4: the pooled map is found the same way,
+    preprocessing (and a 2x block mean) inside the model, at a resolution of the backbone's last stride."""
+    import keras
+
+    from kclassify.inference.explain import gradcam
+    from kclassify.models.build import build_classifier
+
+    keras.utils.set_random_seed(0)
+    model = build_classifier(backbone, 3, size, input_scale=2)
+    images = np.stack([corner_image("top_left", i) for i in range(2)])
+    images = np.stack([np.asarray(Image.fromarray(im).resize((2 * size, 2 * size))) for im in images])
+    heats, picked = gradcam(model, images)
+    assert heats.shape == (2, grid, grid) and np.isfinite(heats).all() and picked.shape == (2,)
+    assert heats.min() >= 0 and all(h.max() in (0.0, 1.0) for h in heats)  # scaled to its peak
