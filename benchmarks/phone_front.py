@@ -108,7 +108,7 @@ def plot(rows: list[dict], path: Path) -> None:
             x = sum(r["int8_ms"] for r in sel) / len(sel)
             y = sum(r["kclassify"] for r in sel) / len(sel)
             ax.scatter(x, y, marker=marker, s=90 if marker == "*" else 40, color=f"C{i % 10}",
-                       label=f"{backbone} {size}px {arm}")
+                       label="teacher" if arm == "teacher" else f"{backbone} {size}px {arm}")
     ax.set_xlabel("int8 single-image latency, ms (LiteRT XNNPACK, 1 thread, this machine)")
     ax.set_ylabel("test accuracy (mean over splits)")
     ax.set_xscale("log")
