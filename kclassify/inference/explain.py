@@ -62,7 +62,8 @@ def gradcam(model, images: np.ndarray, classes=None) -> tuple[np.ndarray, np.nda
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     heat = tf.nn.relu(tf.reduce_sum(fmap * weights, axis=-1)).numpy()
     peak = heat.reshape(len(heat), -1).max(axis=1)[:, None, None]
-    return np.where(peak > 0, heat / np.maximum(peak, 1e-12), 0.0), picked
+    # each map scaled to its own peak, however small the gradients (an untrained model's are ~1e-14)
+    return np.divide(heat, peak, out=np.zeros_like(heat), where=peak > 0), picked
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
