@@ -151,6 +151,7 @@ def test_a_resumed_run_refuses_a_teacher_whose_file_changed(tmp_path):
         fit(data=data, output=tmp_path / "student", verbose=0, **settings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["savedmodel/1", "model_int8.tflite"])
 def test_a_savedmodel_or_tflite_teacher_answers_in_the_pipeline(tiny_export, name):
     import tensorflow as tf
