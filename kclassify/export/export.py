@@ -25,6 +25,7 @@ from .. import __version__
 from ..config import from_yaml_file
 from ..data import prepare_data
 from ..errors import DataError, ExportError, RunFolderError
+from ..evaluation.card import write_model_card
 from ..inference import load_predictor
 from ..inference.calibration import FILE as CALIBRATION_FILE
 from ..inference.calibration import read_calibration
@@ -32,6 +33,7 @@ from ..runs import RunFolder
 from ..settings import ExportSettings
 from ..textfiles import LABELS_FILE, text_table, write_json, write_labels
 from .formats import DEFAULT_FORMATS, FORMATS, Source, parse_formats
+from .page import write_export_page
 
 log = logging.getLogger(__name__)
 
@@ -159,18 +161,21 @@ def export(run: str | Path, formats=DEFAULT_FORMATS, *, output: str | Path | Non
                           settings={"max_accuracy_drop": max_accuracy_drop, "threads": threads, "phone": phone,
                                     "calibration_images": calibration_images, "run": str(folder.root)})
     _relative_costs(result)
+    _write_beside(result, reference, folder)
+    return result
+
+
+def _write_beside(result: ExportResult, reference, folder: RunFolder) -> None:
+    """What travels with the files: labels, the run's temperature, the report (JSON, page) and the model card."""
+    out = result.folder
     write_labels(out / LABELS_FILE, reference.labels)
     calibration = read_calibration(folder.root)  # evaluate's temperature travels with the files it applies to
     if calibration:
         write_json(out / CALIBRATION_FILE, calibration)
-    write_json(out / REPORT, _report_doc(result))
-    from .page import write_export_page
-
-    write_export_page(out / PAGE, _report_doc(result), reference)
-    from ..evaluation.card import write_model_card
-
+    doc = _report_doc(result)
+    write_json(out / REPORT, doc)
+    write_export_page(out / PAGE, doc, reference)
     write_model_card(folder.root, out)  # beside the files, and the run's own refreshed
-    return result
 
 
 def input_description(size: int, input_scale: int = 1, phone_resize: float = 0.0) -> str:
