@@ -1,7 +1,8 @@
 """Accuracy against wall time: does a recipe get better with every minute it is given? (issue 28)
 
     python benchmarks/budget_curve.py DATA --out bench/budget [--minutes 3 6 12 24] [--seeds 1 2 3]
-        [--arm default=] [--arm new="--ema 0.999 --augment-policy randaugment"] [any fit flag, for every arm]
+        [--arm default=] [--arm new="--ema 0.999 --augment-policy randaugment"] [--checkpoints]
+        [any fit flag, for every arm]
 
 For each split seed, each budget and each arm (a name and the fit flags that make it, after the flags
 every arm shares), one ``kclassify fit --time-budget`` from scratch; then its held-out test accuracy,
@@ -9,7 +10,9 @@ the epochs it trained, the epoch it kept (the best of ``--monitor`` in history.c
 ``best.keras`` holds) and, for every arm after the first, ``kclassify compare`` against the first arm's
 run of the same seed and budget (paired, same test images). Pooled over seeds: the mean accuracy per
 arm and budget, the pooled McNemar test of each arm against the first at each budget, and whether each
-arm's accuracy ever falls as the budget grows. Writes ``budget.csv`` and ``budget.png`` (accuracy
+arm's accuracy ever falls as the budget grows. ``--checkpoints`` also scores each run's
+``checkpoints/best.keras`` and ``checkpoints/last.keras`` on its test split (the two ``--keep`` rules
+on the same run: issue 28's "which model the run keeps"). Writes ``budget.csv`` and ``budget.png`` (accuracy
 against minutes, one line per arm). Runs already in --out are reused, so an interrupted benchmark
 resumes; run it from a copy of the source tree that does not change while it runs.
 """
@@ -51,6 +54,22 @@ def figures(run: Path) -> dict:
     return {"accuracy": metrics["accuracy"], "epochs": len(rows), "kept_epoch": kept}
 
 
+def checkpoint_accuracy(run: Path) -> dict:
+    """Test accuracy of the run's best.keras and last.keras, through kclassify's inference layer."""
+    from kclassify.data.split import read_split
+    from kclassify.inference import load_predictor
+
+    root = Path(json.loads((run / "run.json").read_text())["data"]["root"])
+    test = [(root / path, label) for path, (label, split) in read_split(run / "split.csv").items() if split == "test"]
+    out = {}
+    for name in ("best", "last"):
+        predictor = load_predictor(run / "checkpoints" / f"{name}.keras")
+        results = predictor.predict_files([path for path, _ in test])
+        right = [r.ok and predictor.labels[int(r.probabilities.argmax())] == label for r, (_, label) in zip(results, test)]
+        out[f"{name}_accuracy"] = round(sum(right) / len(right), 4)
+    return out
+
+
 def compare(a: Path, b: Path) -> dict:
     out = subprocess.run([*KCLASSIFY, "compare", str(a), str(b), "--json"], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -83,6 +102,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/budget"))
     parser.add_argument("--minutes", type=float, nargs="+", default=[3, 6, 12, 24])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--checkpoints", action="store_true", help="also score best.keras and last.keras of each run")
     parser.add_argument("--arm", action="append", metavar="NAME=FLAGS",
                         help="an arm and its fit flags (repeatable; the first is the baseline); default: "
                         "default= (today's defaults)")
@@ -97,6 +117,8 @@ def main() -> None:
             for name, run in runs.items():
                 row = {"seed": seed, "minutes": minutes, "arm": name, **figures(run), "vs_first_points": "",
                        "only_first": "", "only_this": "", "run": str(run)}
+                if args.checkpoints:
+                    row.update(checkpoint_accuracy(run))
                 if name != names[0]:
                     diff = compare(runs[names[0]], run)
                     row.update(vs_first_points=round(100 * diff["accuracy_difference"]["value"], 1),
@@ -120,6 +142,10 @@ def main() -> None:
             means.append(sum(r["accuracy"] for r in sel) / len(sel))
         falls = any(b < a for a, b in zip(means, means[1:]))
         print(f"{name:16} " + " ".join(f"{v:9.4f}" for v in means) + ("   falls with more time" if falls else ""))
+        for rule in ("best", "last") if args.checkpoints else ():
+            kept = [sum(r[f"{rule}_accuracy"] for r in rows if (r["arm"], r["minutes"]) == (name, m))
+                    / len(args.seeds) for m in args.minutes]
+            print(f"{'  ' + rule + '.keras':16} " + " ".join(f"{v:9.4f}" for v in kept))
         if name != names[0]:
             ps = []
             for m in args.minutes:

@@ -33,6 +33,7 @@ FLIPS = ("horizontal", "vertical", "both", "none")
 MIXES = ("none", "mixup", "cutmix")  # kclassify.data.augment.MIXES builds each
 AUGMENT_POLICIES = ("basic", "randaugment", "augmix")  # kclassify.data.augment.AUGMENT_POLICIES builds each
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+KEEP_RULES = ("best", "last")  # kclassify.training.fit.KEEP_RULES says what each keeps
 POOLINGS = ("avg", "max")
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "gelu", "tanh", "sigmoid")
 
@@ -145,12 +146,19 @@ class TrainConfig:
         0.0, "average the weights: an exponential moving average with this momentum (e.g. 0.999; Keras' use_ema), "
         "which validation, checkpoints and the saved model use, BatchNorm statistics recomputed for it; 0: off",
         low=0.0, high=0.99999)
+    progressive_resize: float = _opt(
+        0.0, "progressive resizing: the first quarter of the schedule trains on images this fraction of the input "
+        "size, growing in 4 stages to the full size for the last quarter (e.g. 0.5); validation and the saved model "
+        "at the full size; 0: off", low=0.0, high=1.0)
     early_stopping: int = _opt(
         0, "stop after this many epochs without improvement (0: off)", low=0
     )
     monitor: str = _opt(
         "val_loss", "metric for early stopping, plateau and the best checkpoint"
     )
+    keep: str = _opt(
+        "best", "the weights the run saves: best (the epoch of the best --monitor; training loss without validation "
+        "images) or last (the final epoch's: the end of the decayed schedule, or the average with --ema)", KEEP_RULES)
     head_epochs: int | None = _opt(
         None, "epochs of the head-only phase with pretrained weights (default: a quarter)", low=0
     )

@@ -96,6 +96,10 @@ def test_fit_writes_a_complete_run_folder(image_folder, tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1"] and "learning_rate" in rows[0] and "val_loss" in rows[0]
     assert list((out / "logs" / "train").glob("events.out.tfevents.*"))
     assert (out / "checkpoints" / "best.keras").is_file() and (out / "checkpoints" / "last.keras").is_file()
+    val_losses = [float(r["val_loss"]) for r in rows]  # --keep best (the default): the epoch of the lowest val_loss
+    assert info["kept"] == {"rule": "best", "monitor": "val_loss", "epoch": val_losses.index(min(val_losses)) + 1,
+                            "epochs": 2}
+    _assert_same_weights(out / "model.keras", out / "checkpoints" / "best.keras")
     with open(out / "split.csv") as f:
         split_rows = list(csv.DictReader(f))
     assert len(split_rows) == 36 and {r["split"] for r in split_rows} == {"train", "val", "test"}
@@ -107,6 +111,28 @@ def test_fit_writes_a_complete_run_folder(image_folder, tmp_path):
         fit(data=str(image_folder), output=out, epochs=2, verbose=0, **FAST)
 
 
+
+
+def _assert_same_weights(a, b):
+    wa, wb = (keras.models.load_model(p).get_weights() for p in (a, b))
+    assert len(wa) == len(wb) and all(np.array_equal(x, y) for x, y in zip(wa, wb))
+
+
+@pytest.mark.slow
+def test_without_validation_images_keep_last_saves_the_final_epoch(image_folder, tmp_path):
+    from kclassify import fit
+
+    out = tmp_path / "run"
+    fit(data=str(image_folder), output=out, epochs=3, val_fraction=0.0, keep="last", lr=0.05, verbose=0, **FAST)
+    info = json.loads((out / "run.json").read_text())
+    assert info["kept"] == {"rule": "last", "monitor": "loss", "epoch": 3, "epochs": 3}
+    _assert_same_weights(out / "model.keras", out / "checkpoints" / "last.keras")
+    # lr 0.05 makes epochs differ: the final epoch's weights are not those of the best training loss
+    with open(out / "history.csv") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    if losses.index(min(losses)) != 2:
+        with pytest.raises(AssertionError):
+            _assert_same_weights(out / "model.keras", out / "checkpoints" / "best.keras")
 
 
 @pytest.mark.slow
@@ -171,3 +197,6 @@ def test_each_choice_family_is_one_table_whose_keys_are_the_valid_values():
     assert set(PREPROCESSORS) == set(PREPROCESSING)
     assert tuple(augment.MIXES) == config.MIXES
     assert tuple(augment.AUGMENT_POLICIES) == config.AUGMENT_POLICIES
+    from kclassify.training.fit import KEEP_RULES
+
+    assert tuple(KEEP_RULES) == config.KEEP_RULES

@@ -155,6 +155,7 @@ def batches(
     mix=None,
     targets=None,
     replicas: int = 1,
+    side=None,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 images in 0..255, one-hot labels)`` from :func:`decoded`.
 
@@ -171,6 +172,8 @@ def batches(
             MirroredStrategy cannot run: training drops that remainder (a different
             one each epoch, as the data are reshuffled), evaluation pads it with
             zero-weight images so that every real image is counted.
+        side: a scalar integer ``tf.Variable``: augmented training batches are resized to ``side x side``
+            (antialiased bilinear), as it holds when each batch is made (progressive resizing; None: not).
     """
     n = int(ds.cardinality())
     if training:
@@ -193,6 +196,9 @@ def batches(
     )
     if training and augment is not None:
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    if training and side is not None:
+        ds = ds.map(lambda x, y: (tf.image.resize(x, tf.stack([side, side]), antialias=True), y),
+                    num_parallel_calls=AUTOTUNE)
     if training and mix is not None:
         ds = ds.map(mix, num_parallel_calls=AUTOTUNE)
     if training and targets is not None:

@@ -12,6 +12,7 @@ from .small_cnn import activation_layer
 
 log = logging.getLogger(__name__)
 
+INPUT_LAYER = "image"
 NORMALIZATION_LAYER = "normalization"
 POOL_LAYER = "pool"  # its input is the backbone's last spatial feature map (Grad-CAM reads it)
 DOWNSAMPLE_LAYER = "downsample"  # with input_scale K > 1: the KxK average the input goes through first
@@ -40,9 +41,9 @@ def default_input_scale(image_size: int, photo_side: float | None = None) -> int
 WEIGHT_KEYWORDS = ("none", "imagenet")  # --weights values that name no file, even beside a folder of that name
 
 
-def _backbone(spec: BackboneSpec, image_size: int, weights: str, options: dict):
+def _backbone(spec: BackboneSpec, image_size: int | None, weights: str, options: dict):
     ctor = spec.resolve()
-    shape = (image_size, image_size, 3)
+    shape = (image_size, image_size, 3)  # (None, None, 3): any size
     kwargs = {**spec.kwargs, **options}
     if weights == "none":
         return ctor(input_shape=shape, include_top=False, weights=None, **kwargs)
@@ -156,6 +157,7 @@ def build_classifier(
     hidden_activation: str = "relu",
     bn_momentum: float | None = None,
     input_scale: int = 1,
+    any_size: bool = False,
     **options,
 ):
     """Build a Keras classifier that takes raw RGB pixels (0-255) and returns probabilities.
@@ -177,6 +179,8 @@ def build_classifier(
             first (a frozen depthwise convolution, on XNNPACK in int8 too), so the backbone still works
             at ``image_size``. A phone resizes photos without antialiasing; to a K times larger
             input that loses far less (``docs/android.md``).
+        any_size: the input takes any height and width (progressive resizing trains on smaller
+            images first); :func:`with_input_size` fixes it to ``image_size`` for saving.
         options: backbone options the registry record lists (``activation``,
             ``batch_norm``, ``width``, ``depth``); others must keep their defaults.
 
@@ -191,10 +195,11 @@ def build_classifier(
     spec = get(backbone)
     size, k = _checked_sizes(spec, image_size, input_scale)
     num_classes = int(num_classes)  # Keras 3 rejects NumPy integers as layer sizes
-    inputs = keras.Input((size * k, size * k, 3), name="image")
+    side = None if any_size else size * k
+    inputs = keras.Input((side, side, 3), name=INPUT_LAYER)
     x = _block_mean(inputs, k) if k > 1 else inputs
     x = _preprocess(spec.preprocessing, x)
-    base = _backbone(spec, size, weights, _backbone_options(spec, options))
+    base = _backbone(spec, None if any_size else size, weights, _backbone_options(spec, options))
     if bn_momentum is not None:
         for layer in all_layers(base):
             if isinstance(layer, layers.BatchNormalization):
@@ -257,6 +262,11 @@ def float32_model(model):
         copy = model.__class__.from_config(plain(model.get_config()))
     finally:
         keras.mixed_precision.set_global_policy(previous)
+    return _with_weights_of(copy, model)
+
+
+def _with_weights_of(copy, model):
+    """``copy`` (rebuilt from ``model``'s config) with ``model``'s weights and the state derived from them."""
     copy.set_weights(model.get_weights())
     for layer in all_layers(copy):  # e.g. an adapted Normalization derives its mean from its variables here
         if hasattr(layer, "finalize_state"):
@@ -364,15 +374,37 @@ def _preprocess(mode: str, x):
     return PREPROCESSORS[mode](x)
 
 
-def classifier_for(model_config, num_classes: int, image_size: int, *, weights: str | None = None):
+def classifier_for(model_config, num_classes: int, image_size: int, *, weights: str | None = None,
+                   any_size: bool = False):
     """:func:`build_classifier` from a :class:`kclassify.config.ModelConfig` (``weights`` overrides its own)."""
     m = model_config
     return build_classifier(
         m.backbone, num_classes, image_size, weights=m.weights if weights is None else weights, dropout=m.dropout,
         pooling=m.pooling, hidden_units=m.hidden_units, hidden_activation=m.hidden_activation,
         activation=m.activation, batch_norm=m.batch_norm, width=m.width, depth=m.depth, bn_momentum=m.bn_momentum,
-        input_scale=m.input_scale or 1,
+        input_scale=m.input_scale or 1, any_size=any_size,
     )
+
+
+def with_input_size(model, image_size: int, input_scale: int = 1):
+    """``model`` (built with ``any_size``) taking ``image_size * input_scale`` pixels, with the same weights;
+    ``model`` itself when its input already has a size.
+
+    The classifier's input and its backbone's get the sizes :func:`build_classifier` gives them without
+    ``any_size``, so the copy is the model a fit at that size builds: exports and predictors read the size.
+    """
+    if model.input_shape[1] is not None:
+        return model
+    size = int(image_size)
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_shape"] = [None, size * int(input_scale), size * int(input_scale), 3]
+        elif isinstance(layer["config"], dict) and "layers" in layer["config"]:  # the backbone
+            for inner in layer["config"]["layers"]:
+                if inner["class_name"] == "InputLayer":
+                    inner["config"]["batch_shape"] = [None, size, size, 3]
+    return _with_weights_of(model.__class__.from_config(config), model)
 
 
 def count_parameters(backbone: str) -> int:

@@ -20,7 +20,7 @@ from ..config import Config
 from ..data import PreparedData, prepare_for, recommended_settings, write_split
 from ..data.pipeline import cache_target, decoded
 from ..errors import ConfigError, RunFolderError
-from ..models.build import float32_model
+from ..models.build import float32_model, with_input_size
 from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, write_excluded
 from ..textfiles import write_atomic, write_json, write_labels
 from . import multiworker
@@ -112,9 +112,10 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     if run is not chief_run:  # a worker: the chief evaluates and saves
         shutil.rmtree(run.root, ignore_errors=True)
         return FitResult(chief_run.root, model, history, {})
-    model = float32_model(_best_model(run, model))
+    kept = kept_epoch(run, cfg.train.keep, recipe.monitor)
+    model = _saved_form(_kept_model(run, model, cfg.train.keep), recipe.cfg)
     metrics = _evaluate_test(model, data)
-    _write_run_end(run, model, metrics, throughput, started, data)
+    _write_run_end(run, model, metrics, throughput, started, data, kept=kept)
     if budget:  # once complete: a run killed before this resumes against its own (planned) settings
         _budgeted_settings(run, cfg, recipe, budget.epochs_done, time_budget)
     log.info("run folder: %s  test accuracy: %s", run.root,
@@ -132,10 +133,15 @@ def save_run(model, cfg: Config, data: PreparedData, output: str | Path, *, star
     cfg = resolve_precision(cfg)
     _open_run_folder(run, cfg)
     _write_run_start(run, cfg, data, started)
-    model = float32_model(model)
+    model = _saved_form(model, resolve(cfg))
     metrics = _evaluate_test(model, data)
     _write_run_end(run, model, metrics, [], started, data, **info)
     return FitResult(run.root, model, {}, metrics)
+
+
+def _saved_form(model, cfg: Config):
+    """The model as the run folder saves it: computing in float32, taking the input size of ``cfg`` (resolved)."""
+    return with_input_size(float32_model(model), cfg.data.image_size, cfg.model.input_scale)
 
 
 def _open_run_folder(run: RunFolder, cfg: Config) -> bool:
@@ -201,20 +207,45 @@ def _run_info(cfg: Config, data: PreparedData, started: float, **extra) -> dict[
     }
 
 
-def _best_so_far(run: RunFolder, monitor: str) -> float | None:
+# --keep: which checkpoint of the run becomes its model.keras (config.KEEP_RULES holds the same keys).
+KEEP_RULES = {
+    "best": "best.keras",  # Keras' ModelCheckpoint(save_best_only) on the monitored metric
+    "last": "last.keras",  # the final epoch's (with --ema: the average, BatchNorm recomputed for it)
+}
+
+
+def _monitored(run: RunFolder, monitor: str) -> list[float | None]:
+    """The monitored metric per epoch of history.csv (None where an epoch has none)."""
     if not run.history.is_file():
-        return None
+        return []
     with open(run.history, newline="") as f:
-        values = [float(r[monitor]) for r in csv.DictReader(f) if r.get(monitor)]
+        return [float(r[monitor]) if r.get(monitor) else None for r in csv.DictReader(f)]
+
+
+def _best_so_far(run: RunFolder, monitor: str) -> float | None:
+    values = [v for v in _monitored(run, monitor) if v is not None]
     if not values:
         return None
     return min(values) if monitor_mode(monitor) == "min" else max(values)
 
 
-def _best_model(run: RunFolder, model):
-    best = run.checkpoints / "best.keras"
-    if best.is_file():
-        return keras.models.load_model(best)
+def kept_epoch(run: RunFolder, keep: str, monitor: str) -> dict[str, Any]:
+    """What run.json records of the kept weights: the rule, the monitored metric and the epoch (1-based).
+
+    ``best`` is the first epoch with the best value (ModelCheckpoint saves only on a strict improvement).
+    """
+    values = _monitored(run, monitor)
+    epoch = len(values) or None
+    if keep == "best" and any(v is not None for v in values):
+        best = _best_so_far(run, monitor)
+        epoch = values.index(best) + 1
+    return {"rule": keep, "monitor": monitor, "epoch": epoch, "epochs": len(values)}
+
+
+def _kept_model(run: RunFolder, model, keep: str):
+    checkpoint = run.checkpoints / KEEP_RULES[keep]
+    if checkpoint.is_file():
+        return keras.models.load_model(checkpoint)
     return model
 
 
@@ -278,6 +309,9 @@ def _train(model, recipe: Recipe, run: RunFolder, extra_callbacks, verbose, stra
         if cfg.train.ema > 0:
             raise ConfigError("--ema is not supported by the multi-worker training loop yet (it would train an average "
                               "nothing uses): drop --ema, or train on one machine.")
+        if recipe.side is not None:
+            raise ConfigError("--progressive-resize is not supported by the multi-worker training loop yet: drop it, "
+                              "or train on one machine.")
 
         def fit_phase(model, phase, first, last):
             return multiworker.train_loop(
@@ -295,7 +329,7 @@ def _train(model, recipe: Recipe, run: RunFolder, extra_callbacks, verbose, stra
                                     lr=cfg.train.lr * phase.lr_factor if driven else None, warmup=warmup)
             return cbs
 
-        fit_phase = keras_fit(recipe, callbacks, verbose)
+        fit_phase = keras_fit(recipe, callbacks, verbose, total_epochs=(lambda: budget.planned) if budget else None)
     spent = (lambda phase: budget.stopped_early) if budget else (lambda phase: False)
     history = train(model, recipe, fit_phase, end=OPEN_END if budget else None,
                     skip=lambda phase: later_phase_started(phase) or spent(phase))

@@ -29,7 +29,7 @@ from ..data.pipeline import batches, mixed_resizes
 from ..models import get as get_backbone
 from ..models.build import adapt_preprocessing, classifier_for, default_input_scale, transfer_head
 from ..upstream import reset_initial_epoch
-from . import averaging
+from . import averaging, progressive
 from .distill import DistillationLoss, OnLabels, load_teachers, with_teacher_targets
 from .finetune import Phase, plan_phases, prepare_phase
 from .losses import build_loss, class_weights
@@ -55,6 +55,8 @@ class Recipe:
     monitor: str
     steps: int  # training steps per epoch
     teachers: list = dataclasses.field(default_factory=list)  # distill.Teacher, from --teacher
+    side: tf.Variable | None = None  # --progressive-resize: the side training batches are resized to
+    sides: list[int] = dataclasses.field(default_factory=list)  # and its stages' sides
 
     @property
     def class_weight(self) -> dict[int, float] | None:
@@ -93,11 +95,13 @@ def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int
     augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed, cfg.data.augment_policy)
     mix = build_mixing(cfg.data.mix, cfg.data.mix_alpha, seed)
     teachers = load_teachers(cfg.train.teacher, data.classes)
+    sides = _progressive_sides(cfg)
+    side = tf.Variable(sides[0], trainable=False, dtype=tf.int32, name="train_side") if sides else None
     datasets = {
         "train": batches(train, n, batch, training=True, seed=seed, augment=augment, mix=mix,
                          targets=_distill_targets(teachers, class_weights(cfg.train.class_weight, data.subset("train")[1]),
                                                   n),
-                         replicas=replicas),
+                         replicas=replicas, side=side),
         # Plain training images for Normalization.adapt; its pass fills the shared decode cache.
         "adapt": train.batch(batch).map(lambda x, y: tf.cast(x, tf.float32)),
     }
@@ -105,7 +109,17 @@ def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int
     if val is not None:
         datasets["val"] = batches(val, n, batch, training=False, replicas=replicas)
     steps = int(tf.data.experimental.cardinality(datasets["train"]))
-    return Recipe(cfg, data, datasets, plan_phases(cfg), monitor_for(cfg, "val" in datasets), max(steps, 1), teachers)
+    return Recipe(cfg, data, datasets, plan_phases(cfg), monitor_for(cfg, "val" in datasets), max(steps, 1), teachers,
+                  side, sides)
+
+
+def _progressive_sides(cfg: Config) -> list[int]:
+    """The stages' input sides of ``--progressive-resize`` (empty when off), multiples of 4x the input scale."""
+    fraction, k = cfg.train.progressive_resize, int(cfg.model.input_scale)
+    if not fraction or fraction >= 1:
+        return []
+    spec = get_backbone(cfg.model.backbone)
+    return progressive.stage_sides(input_size(cfg), fraction, multiple=4 * k, smallest=spec.min_size * k)
 
 
 def _distill_targets(teachers: list, weights: dict[int, float] | None, num_classes: int):
@@ -207,7 +221,7 @@ def metrics(num_classes: int) -> list:
 def build_model(recipe: Recipe):
     """The classifier of ``recipe``: preprocessing adapted on its training images, transfer head loaded."""
     m, cfg = recipe.cfg.model, recipe.cfg
-    model = classifier_for(m, recipe.num_classes, cfg.data.image_size)
+    model = classifier_for(m, recipe.num_classes, cfg.data.image_size, any_size=recipe.side is not None)
     if adapt_preprocessing(model, recipe.datasets["adapt"]):
         log.info("adapted input normalization on %d training images", len(recipe.data.subset("train")[0]))
     if transfer_head(model, m.weights, recipe.data.classes):
@@ -255,12 +269,22 @@ def train(model, recipe: Recipe, fit_phase: PhaseFit, *, start: int = 0, end: in
     return history
 
 
-def keras_fit(recipe: Recipe, callbacks: Callable[[Phase], list], verbose="auto") -> PhaseFit:
-    """A :data:`PhaseFit` running ``model.fit`` on the recipe's data with ``callbacks(phase)``."""
+def keras_fit(recipe: Recipe, callbacks: Callable[[Phase], list], verbose="auto",
+              total_epochs: Callable[[], int] | None = None) -> PhaseFit:
+    """A :data:`PhaseFit` running ``model.fit`` on the recipe's data with ``callbacks(phase)``.
+
+    ``total_epochs``: the schedule's length, which progressive resizing stages by (default: ``--epochs``;
+    a time budget's planned epochs under ``--time-budget``).
+    """
 
     def phase_callbacks(phase: Phase) -> list:
         cbs = callbacks(phase)
-        return averaging.wrap(cbs, recipe.datasets["train"]) if recipe.cfg.train.ema > 0 else cbs
+        if recipe.cfg.train.ema > 0:
+            cbs = averaging.wrap(cbs, recipe.datasets["train"])
+        if recipe.side is not None:  # first: the loggers see the side it sets
+            cbs = [progressive.ProgressiveResize(recipe.side, recipe.sides,
+                                                 total_epochs or (lambda: recipe.cfg.train.epochs)), *cbs]
+        return cbs
 
     def run(model, phase: Phase, first: int, last: int) -> dict:
         reset_initial_epoch(model)  # each phase's fit starts clean; its backup sets it anew
