@@ -243,9 +243,9 @@ def test_export_refuses_an_unfinished_run_and_a_moved_dataset(tiny_run, tmp_path
 @pytest.mark.slow
 def test_int8_mobilenet_v3_keeps_hard_swish_on_xnnpack(tmp_path):
     """HARD_SWISH runs off XNNPACK in int8 (3x slower there); the rewrite computes the same and quantizes into ops it runs."""
-    from kclassify.export.tflite import convert, float_ops, full_integer_options, integer_friendly
+    from kclassify.export.tflite import _is_hard_swish, convert, float_ops, full_integer_options, integer_friendly
     from kclassify.inference.backends import TFLitePredictor
-    from kclassify.models.build import build_classifier
+    from kclassify.models.build import all_layers, build_classifier
 
     model = build_classifier("mobilenet_v3_small", 3, 32)
     x = np.stack([make_image(k % 3, 32, seed=k) for k in range(6)]).astype("float32")
@@ -255,11 +255,11 @@ def test_int8_mobilenet_v3_keeps_hard_swish_on_xnnpack(tmp_path):
     small = build_classifier("small_cnn", 3, 16)
     assert integer_friendly(small) is small  # nothing to rewrite: the same object
     calibration = np.stack([make_image(k % 3, 32, seed=100 + k) for k in range(12)])
-    data = {}
-    for name, m in (("fused", model), ("rewritten", rewritten)):
-        data[name] = convert(m, 32, full_integer_options(calibration))
-        assert float_ops(data[name]) == []
-        (tmp_path / f"{name}.tflite").write_bytes(data[name])
-    outside = {n: TFLitePredictor(tmp_path / f"{n}.tflite", ["a", "b", "c"]).ops_outside_delegate() for n in data}
-    assert outside["fused"].get("HARD_SWISH", 0) > 5  # the failure this guards against
-    assert "HARD_SWISH" not in outside["rewritten"]
+    # The model as built converts to HARD_SWISH ops that leave XNNPACK in int8 (more than 5 of them, seen
+    # when this test converted it too; docs/benchmarks.md, "Export formats"); the rewrite leaves none.
+    assert sum(map(_is_hard_swish, all_layers(model))) > 5 and not any(map(_is_hard_swish, all_layers(rewritten)))
+    data = convert(rewritten, 32, full_integer_options(calibration))
+    assert float_ops(data) == []
+    (tmp_path / "rewritten.tflite").write_bytes(data)
+    outside = TFLitePredictor(tmp_path / "rewritten.tflite", ["a", "b", "c"]).ops_outside_delegate()
+    assert "HARD_SWISH" not in outside

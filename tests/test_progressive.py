@@ -17,6 +17,14 @@ def test_stage_sides_grow_linearly_to_the_full_side_in_multiples():
     assert stage_sides(32, 0.25, multiple=4, smallest=16) == [16, 16, 24, 32]  # never below the backbone's minimum
 
 
+def test_the_last_epoch_trains_at_the_full_size_however_short_the_schedule():
+    from kclassify.training.progressive import stage_of
+
+    assert [stage_of(e, 3) for e in range(3)] == [0, 1, 3]  # a 2-minute budget's 3 epochs: the last one full
+    assert [stage_of(e, 12) for e in range(12)] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert stage_of(0, 1) == 3
+
+
 def test_the_callback_stages_by_the_schedule_and_never_shrinks():
     import tensorflow as tf
 

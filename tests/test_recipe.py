@@ -149,6 +149,18 @@ OBSERVE = {
 }
 
 
+class _Lazy:
+    """The trial's recipe, made only when an observer reads it (each one builds the data pipelines anew)."""
+
+    def __init__(self, make):
+        self._make, self._made = make, None
+
+    def __getattr__(self, name):
+        if self._made is None:
+            self._made = self._make()
+        return getattr(self._made, name)
+
+
 def _two_values(entry):
     if entry.type == "choice":
         return entry.values[:2]
@@ -185,7 +197,7 @@ def test_no_searched_setting_is_dead(space_name, tiny_run):
             for parent, values in entry.when.items():
                 hp.values[parent] = values[0]
             model = hypermodel.build(hp)
-            seen.append(OBSERVE[entry.name](model, hypermodel.recipe(hp)))
+            seen.append(OBSERVE[entry.name](model, _Lazy(lambda: hypermodel.recipe(hp))))
             keras.backend.clear_session()
         assert seen[0] != seen[1], f"{space_name}: {entry.name}={_two_values(entry)} changed nothing ({seen[0]!r})"
 

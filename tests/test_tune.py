@@ -27,8 +27,8 @@ def _rows(folder):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("algorithm", ["random", pytest.param("bayesian", marks=pytest.mark.slow),
-                                       pytest.param("hyperband", marks=pytest.mark.slow)])
+@pytest.mark.slow  # the quick lane's search: test_hyperband_continuation_goes_on_along_the_schedule
+@pytest.mark.parametrize("algorithm", ["random", "bayesian", "hyperband"])
 def test_each_algorithm_runs_tiny_trials(small_data, tmp_path, algorithm):
     from kclassify.tuning.tune import tune
 

@@ -43,8 +43,22 @@ def stage_sides(full: int, fraction: float, multiple: int, smallest: int) -> lis
     return sides
 
 
+def stage_of(epoch: int, total: int) -> int:
+    """The stage of ``epoch`` (0-based) in a schedule of ``total`` epochs.
+
+    The last quarter of the epochs, rounded up, is the last stage, so the last epoch trains at the full
+    size however short the schedule (a 2-minute budget may hold 3 epochs); the epochs before it are split
+    evenly over the other stages.
+    """
+    total = max(int(total), 1)
+    last = total - -(-total // STAGES)  # the first epoch of the last stage
+    if epoch >= last:
+        return STAGES - 1
+    return min(STAGES - 2, (STAGES - 1) * epoch // last)
+
+
 class ProgressiveResize(keras.callbacks.Callback):
-    """Sets the training side at each epoch's start: stage ``floor(STAGES * epoch / total_epochs())``.
+    """Sets the training side at each epoch's start: the stage :func:`stage_of` gives the epoch.
 
     Within one ``model.fit`` the side never shrinks (a time budget that plans more epochs after a fast
     one would otherwise step back a stage). The side each epoch trained at goes into its logs
@@ -57,8 +71,7 @@ class ProgressiveResize(keras.callbacks.Callback):
         self._largest = 0
 
     def side_at(self, epoch: int) -> int:
-        stage = min(STAGES - 1, STAGES * epoch // max(int(self.total_epochs()), 1))
-        return self.sides[stage]
+        return self.sides[stage_of(epoch, int(self.total_epochs()))]
 
     def on_train_begin(self, logs=None):
         self._largest = 0
