@@ -86,4 +86,7 @@ def test_a_fit_trains_at_the_planned_sides_and_saves_the_full_size(tmp_path):
     assert best.input_shape == (None, None, None, 3)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(saved(x), best(x), atol=1e-6)  # the kept checkpoint's weights, at a fixed size
+    from kclassify.inference import load_predictor
+
+    assert load_predictor(tmp_path / "run" / "checkpoints" / "best.keras").image_size == 32  # at the run's size
     assert json.loads((tmp_path / "run" / "run.json").read_text())["kept"]["rule"] == "best"

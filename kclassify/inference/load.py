@@ -25,7 +25,26 @@ def _run_folder(path: Path, threads: int | None) -> Predictor:
 
 def _keras_file(path: Path, threads: int | None) -> Predictor:
     model = load_keras_model(path)
+    if model.input_shape[1] is None:
+        model = _at_the_runs_size(model, path)
     return KerasPredictor(model, _labels_beside(path, required=True), path)
+
+
+def _at_the_runs_size(model, path: Path):
+    """A checkpoint that takes any size (``fit --progressive-resize`` trains one), at its run's input size.
+
+    Without a run's config.yaml beside the file or above ``checkpoints/``, the model comes back as it is
+    (the predictor then says which input it expected).
+    """
+    from ..config import from_yaml_file
+    from ..models.build import with_input_size
+
+    for config in (path.parent / "config.yaml", path.parent.parent / "config.yaml"):
+        if config.is_file():
+            cfg = from_yaml_file(config)
+            if cfg.data.image_size:
+                return with_input_size(model, cfg.data.image_size, cfg.model.input_scale or 1)
+    return model
 
 
 def _savedmodel(path: Path, threads: int | None) -> Predictor:
