@@ -6,8 +6,8 @@ the first step's weights as the start). The averaged weights sit between the noi
 of a schedule, which tends to generalise better than any single one of them (Polyak averaging; the
 EMA of timm and EfficientNet's recipes). BatchNorm's moving statistics, though, were gathered under
 the raw weights, not the averaged ones: each time the averaged weights are shown, the statistics are
-recomputed for them from training batches (the cumulative mean over ``steps`` batches in training
-mode, as SWA's ``bn_update`` does).
+recomputed for them from training batches (the mean over ``steps`` batches in training mode, as
+SWA's ``bn_update`` does).
 
 Two callbacks wrap each phase's callbacks (:func:`wrap`): the first swaps the averaged weights in before
 validation (or at the epoch's end when there is none), so the monitored metric, ``best.keras`` and
@@ -18,8 +18,11 @@ averaged weights stay in the model.
 
 from __future__ import annotations
 
+import itertools
+
 import keras
 import numpy as np
+import tensorflow as tf
 
 from ..upstream import ema_variables
 
@@ -32,37 +35,55 @@ def batchnorm_layers(model) -> list:
     return [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
-def recompute_batchnorm(model, images, steps: int = BN_STEPS) -> int:
+def recompute_batchnorm(model, images, steps: int = BN_STEPS, forward=None) -> int:
     """Set every BatchNorm layer's moving mean and variance to their means over ``steps`` batches of ``images``.
 
-    The model runs in training mode (each layer normalises with its batch's statistics and updates its
-    moving ones); the momentum of batch k is (k-1)/k, so the moving statistics end as the plain mean over
-    the batches. Returns the batches used (0: no BatchNorm layer, nothing done).
+    ``images``: a dataset or an iterator of batches (``(x, y, ...)`` tuples or ``x``). The model runs in
+    training mode with each layer's momentum at 0, so that after a batch its moving statistics are that
+    batch's; their plain mean over the batches is assigned at the end. ``forward(x)``: the training-mode
+    call to use (a compiled one, traced while the momenta are 0; default: the eager ``model(x,
+    training=True)``). Returns the batches used (0: no BatchNorm layer or no batch, nothing changed).
     """
     layers = batchnorm_layers(model)
     if not layers:
         return 0
+    stats = [v for layer in layers for v in (layer.moving_mean, layer.moving_variance)]
+    source = images.take(steps) if isinstance(images, tf.data.Dataset) else itertools.islice(images, steps)
+    forward = forward or (lambda x: model(x, training=True))
     momenta = [layer.momentum for layer in layers]
-    used = 0
+    sums, used = None, 0
     try:
-        for batch in images.take(steps):
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            for layer in layers:
-                layer.momentum = used / (used + 1)  # batch 1 replaces the statistics, batch k weighs 1/k
-            model(x, training=True)
+        for layer in layers:
+            layer.momentum = 0.0
+        for batch in source:
+            forward(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            values = [v.numpy().astype(np.float64) for v in stats]
+            sums = values if sums is None else [a + b for a, b in zip(sums, values)]
             used += 1
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
+    for var, total in zip(stats, sums or []):
+        var.assign((total / used).astype(var.dtype))
     return used
 
 
 class _Averaged:
-    """The state the two callbacks share: whether the averaged weights are in, and the raw ones kept aside."""
+    """The state the two callbacks share: whether the averaged weights are in, the raw ones kept aside, and
+    what recomputing the statistics needs each epoch: one iterator over the training batches (a fresh
+    one each time would refill the shuffle buffer from the whole training set) and one compiled
+    training-mode forward pass (eager, it cost about as much as the epoch's training on a small CNN)."""
 
     def __init__(self, images, steps: int):
         self.images, self.steps = images, steps
         self.raw = None
+        self._batches = self._forward = None
+
+    def recompute(self, model) -> int:
+        if self._batches is None:
+            self._batches = iter(self.images.repeat())
+            self._forward = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+        return recompute_batchnorm(model, self._batches, self.steps, self._forward)
 
     def swap_in(self, model) -> None:
         if self.raw is not None or not getattr(model.optimizer, "use_ema", False) or not model.optimizer.built:
@@ -70,7 +91,7 @@ class _Averaged:
         stats = [v for layer in batchnorm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
         self.raw = ([v.numpy() for v in model.trainable_variables], [v.numpy() for v in stats])
         model.optimizer.finalize_variable_values(model.trainable_variables)  # the average into the model
-        recompute_batchnorm(model, self.images, self.steps)
+        self.recompute(model)
 
     def swap_out(self, model) -> None:
         if self.raw is None:
@@ -104,7 +125,7 @@ class SwapIn(keras.callbacks.Callback):
         # Keras' fit has already written the average into the model (finalize_variable_values); the
         # BatchNorm statistics are still the raw weights': recompute them, and keep the average.
         if self.state.raw is None and getattr(self.model.optimizer, "use_ema", False):
-            recompute_batchnorm(self.model, self.state.images, self.state.steps)
+            self.state.recompute(self.model)
 
 
 class SwapOut(keras.callbacks.Callback):
