@@ -6,11 +6,11 @@
 
 For each split seed, each budget and each arm (a name and the fit flags that make it, after the flags
 every arm shares), one ``kclassify fit --time-budget`` from scratch; then its held-out test accuracy,
-the epochs it trained, the epoch it kept (the best of ``--monitor`` in history.csv, which is what
-``best.keras`` holds) and, for every arm after the first, ``kclassify compare`` against the first arm's
-run of the same seed and budget (paired, same test images). Pooled over seeds: the mean accuracy per
-arm and budget, the pooled McNemar test of each arm against the first at each budget, and whether each
-arm's accuracy ever falls as the budget grows. ``--checkpoints`` also scores each run's
+the epochs it trained, the epoch it kept (run.json's ``kept``, by the run's ``--keep`` rule) and,
+for every arm after the first, ``kclassify compare`` against the first arm's run of the same seed and
+budget (paired, same test images). Pooled over seeds: the mean accuracy per arm and budget, the pooled
+McNemar test of each arm against the first at each budget, and whether each arm's accuracy ever falls
+as the budget grows. ``--checkpoints`` also scores each run's
 ``checkpoints/best.keras`` and ``checkpoints/last.keras`` on its test split (the two ``--keep`` rules
 on the same run: issue 28's "which model the run keeps"). Writes ``budget.csv`` and ``budget.png`` (accuracy
 against minutes, one line per arm). Runs already in --out are reused, so an interrupted benchmark
@@ -46,8 +46,8 @@ def figures(run: Path) -> dict:
     monitor = yaml.safe_load((run / "config.yaml").read_text())["train"]["monitor"]
     with open(run / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    kept = None
-    if rows and monitor in rows[0]:
+    kept = json.loads((run / "run.json").read_text()).get("kept", {}).get("epoch")  # fit --keep records it
+    if kept is None and rows and monitor in rows[0]:  # a run from before --keep: best.keras's epoch
         values = [float(r[monitor]) for r in rows]
         pick = min if monitor.endswith("loss") else max
         kept = values.index(pick(values)) + 1
