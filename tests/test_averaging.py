@@ -78,6 +78,24 @@ def test_batchnorm_statistics_become_the_mean_over_the_batches():
     assert np.allclose(bn.moving_variance.numpy(), [0.0, 1.0], atol=1e-3)  # each batch's variance: 0 and 1
 
 
+
+def test_the_compiled_recompute_over_a_kept_iterator_takes_the_next_batches():
+    """The callbacks' path: one compiled forward pass (traced with the momenta at 0), one iterator kept
+    across epochs, so each recompute takes the batches after the last one's."""
+    import keras
+    import tensorflow as tf
+
+    from kclassify.training.averaging import _Averaged
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.BatchNormalization(momentum=0.99)])
+    rows = np.repeat(np.arange(1.0, 7.0, dtype=np.float32), 4)[:, None] * np.ones((1, 2), np.float32)
+    state = _Averaged(tf.data.Dataset.from_tensor_slices(rows).batch(4), steps=2)  # six batches, constant within
+    bn = model.layers[0]
+    for expected in (1.5, 3.5, 5.5, 1.5):  # batches (1, 2), (3, 4), (5, 6), then the repeat's (1, 2)
+        assert state.recompute(model) == 2
+        assert np.allclose(bn.moving_mean.numpy(), [expected, expected])
+        assert np.allclose(bn.moving_variance.numpy(), [0.0, 0.0], atol=1e-4) and bn.momentum == 0.99
+
 @pytest.mark.slow
 def test_fit_with_ema_trains_and_keeps_an_average(tmp_path):
     from kclassify import fit
