@@ -40,6 +40,20 @@ def test_help_does_not_import_tensorflow(argv):
     assert out.stdout.splitlines()[-1] == "heavy: []", f"`kclassify {' '.join(argv)}` imported them"
 
 
+def test_every_command_prints_its_help(capsys):
+    """Help strings are %-formatted by argparse: a stray % in one (a TTA policy's "87.5%") broke evaluate's."""
+    from kclassify.cli.parser import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"fit", "evaluate", "predict", "serve", "compare"} <= set(commands)
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0, command
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: kclassify {command}") and "%%" not in out, command
+
+
 def test_fit_help_lists_the_flags_users_type(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])

@@ -231,7 +231,7 @@ def _add_compare(sub) -> None:
     cmp = sub.add_parser(
         "compare", help="is B really better than A? a paired comparison of two evaluations of the same images",
         description="Compare two evaluations of the same split image by image: the difference of accuracy and macro "
-        "F1 (B - A) with 95%% bootstrap intervals (the images resampled, the same draw for both) and McNemar's exact "
+        "F1 (B - A) with 95% bootstrap intervals (the images resampled, the same draw for both) and McNemar's exact "
         "test on the images only one of them got right. Reads predictions.csv of kclassify evaluate, which fit and "
         "tune --then-fit write; no model runs.",
     )
@@ -327,9 +327,10 @@ def _add_model_argument(parser: argparse.ArgumentParser, batch_size: bool = Fals
 
 
 def _add_tta_flag(parser: argparse.ArgumentParser, note: str) -> None:
+    views = "; ".join(f"{k}: {v} ({n} model call{'s' if n > 1 else ''})" for k, (v, n) in TTA_POLICIES.items())
     parser.add_argument("--tta", choices=tuple(TTA_POLICIES), default=PredictSettings.tta,
-                        help="test-time augmentation, the mean probabilities of several views of each image: " +
-                        "; ".join(f"{k}: {v} ({n} model call{'s' if n > 1 else ''})" for k, (v, n) in TTA_POLICIES.items())
+                        help="test-time augmentation, the mean probabilities of several views of each image: "
+                        + views.replace("%", "%%")  # argparse formats help with %: a policy's "87.5%" must stay text
                         + f" (default: {PredictSettings.tta}){note}")
 
 
