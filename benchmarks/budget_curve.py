@@ -11,8 +11,9 @@ for every arm after the first, ``kclassify compare`` against the first arm's run
 budget (paired, same test images). Pooled over seeds: the mean accuracy per arm and budget, the pooled
 McNemar test of each arm against the first at each budget, and whether each arm's accuracy ever falls
 as the budget grows. ``--checkpoints`` also scores each run's
-``checkpoints/best.keras`` and ``checkpoints/last.keras`` on its test split (the two ``--keep`` rules
-on the same run: issue 28's "which model the run keeps"). Writes ``budget.csv`` and ``budget.png`` (accuracy
+``checkpoints/best.keras`` and ``checkpoints/last.keras`` on its test split with ``kclassify evaluate``
+and compares them (the two ``--keep`` rules on the same run, paired: issue 28's "which model the run
+keeps"), with the pooled McNemar p of last against best. Writes ``budget.csv`` and ``budget.png`` (accuracy
 against minutes, one line per arm). Runs already in --out are reused, so an interrupted benchmark
 resumes; run it from a copy of the source tree that does not change while it runs.
 """
@@ -55,19 +56,17 @@ def figures(run: Path) -> dict:
 
 
 def checkpoint_accuracy(run: Path) -> dict:
-    """Test accuracy of the run's best.keras and last.keras, through kclassify's inference layer."""
-    from kclassify.data.split import read_split
-    from kclassify.inference import load_predictor
-
-    root = Path(json.loads((run / "run.json").read_text())["data"]["root"])
-    test = [(root / path, label) for path, (label, split) in read_split(run / "split.csv").items() if split == "test"]
-    out = {}
+    """Test accuracy of the run's best.keras and last.keras (``kclassify evaluate`` of each on the run's own
+    test split, into ``RUN/checkpoint-evaluations/``), and ``kclassify compare`` of last against best."""
+    folders = {}
     for name in ("best", "last"):
-        predictor = load_predictor(run / "checkpoints" / f"{name}.keras")
-        results = predictor.predict_files([path for path, _ in test])
-        right = [r.ok and predictor.labels[int(r.probabilities.argmax())] == label for r, (_, label) in zip(results, test)]
-        out[f"{name}_accuracy"] = round(sum(right) / len(right), 4)
-    return out
+        folder = folders[name] = run / "checkpoint-evaluations" / name
+        if not (folder / "predictions.csv").is_file():
+            subprocess.run([*KCLASSIFY, "evaluate", str(run / "checkpoints" / f"{name}.keras"), "--output", str(folder)],
+                           check=True, capture_output=True)
+    diff = compare(folders["best"], folders["last"])
+    return {"best_accuracy": round(diff["accuracy_a"], 4), "last_accuracy": round(diff["accuracy_b"], 4),
+            "only_best": diff["only_a_right"], "only_last": diff["only_b_right"]}
 
 
 def compare(a: Path, b: Path) -> dict:
@@ -146,6 +145,10 @@ def main() -> None:
             kept = [sum(r[f"{rule}_accuracy"] for r in rows if (r["arm"], r["minutes"]) == (name, m))
                     / len(args.seeds) for m in args.minutes]
             print(f"{'  ' + rule + '.keras':16} " + " ".join(f"{v:9.4f}" for v in kept))
+        if args.checkpoints:
+            ps = [mcnemar_p(*(sum(r[key] for r in rows if (r["arm"], r["minutes"]) == (name, m))
+                              for key in ("only_best", "only_last"))) for m in args.minutes]
+            print(f"{'  p last/best':16} " + " ".join(f"{p:9.3g}" for p in ps))
         if name != names[0]:
             ps = []
             for m in args.minutes:

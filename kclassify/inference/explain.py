@@ -54,11 +54,14 @@ def gradcam(model, images: np.ndarray, classes=None) -> tuple[np.ndarray, np.nda
     x = tf.constant(np.asarray(images, np.float32))
     with tf.GradientTape() as tape:
         fmap, probs = probe(x, training=False)
-        fmap, probs = tf.cast(fmap, tf.float32), tf.cast(probs, tf.float32)
+        probs = tf.cast(probs, tf.float32)
         picked = np.argmax(probs.numpy(), axis=1) if classes is None else np.asarray(classes, np.int64)
         # the log-probability: the softmax's gradient vanishes for a confident class, its log's does not
         score = tf.math.log(tf.gather(probs, picked, axis=1, batch_dims=1) + 1e-12)
-    grads = tape.gradient(score, fmap)
+    # the gradient with respect to the map the model computed (a mixed-precision checkpoint's is bfloat16:
+    # a float32 copy of it is not on the path to the score, and its gradient would be None)
+    grads = tf.cast(tape.gradient(score, fmap), tf.float32)
+    fmap = tf.cast(fmap, tf.float32)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     heat = tf.nn.relu(tf.reduce_sum(fmap * weights, axis=-1)).numpy()
     peak = heat.reshape(len(heat), -1).max(axis=1)[:, None, None]
