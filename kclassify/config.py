@@ -157,8 +157,9 @@ class TrainConfig:
         "val_loss", "metric for early stopping, plateau and the best checkpoint"
     )
     keep: str = _opt(
-        "best", "the weights the run saves: best (the epoch of the best --monitor; training loss without validation "
-        "images) or last (the final epoch's: the end of the decayed schedule, or the average with --ema)", KEEP_RULES)
+        "last", "the weights the run saves: last (the final epoch's: the end of the decayed schedule, or the average "
+        "with --ema; measured better than best on intel_scenes, docs/benchmarks.md) or best (the epoch of the best "
+        "--monitor; training loss without validation images)", KEEP_RULES)
     head_epochs: int | None = _opt(
         None, "epochs of the head-only phase with pretrained weights (default: a quarter)", low=0
     )

@@ -96,10 +96,8 @@ def test_fit_writes_a_complete_run_folder(image_folder, tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1"] and "learning_rate" in rows[0] and "val_loss" in rows[0]
     assert list((out / "logs" / "train").glob("events.out.tfevents.*"))
     assert (out / "checkpoints" / "best.keras").is_file() and (out / "checkpoints" / "last.keras").is_file()
-    val_losses = [float(r["val_loss"]) for r in rows]  # --keep best (the default): the epoch of the lowest val_loss
-    assert info["kept"] == {"rule": "best", "monitor": "val_loss", "epoch": val_losses.index(min(val_losses)) + 1,
-                            "epochs": 2}
-    _assert_same_weights(out / "model.keras", out / "checkpoints" / "best.keras")
+    assert info["kept"] == {"rule": "last", "monitor": "val_loss", "epoch": 2, "epochs": 2}  # --keep last, the default
+    _assert_same_weights(out / "model.keras", out / "checkpoints" / "last.keras")
     with open(out / "split.csv") as f:
         split_rows = list(csv.DictReader(f))
     assert len(split_rows) == 36 and {r["split"] for r in split_rows} == {"train", "val", "test"}
@@ -119,20 +117,22 @@ def _assert_same_weights(a, b):
 
 
 @pytest.mark.slow
-def test_without_validation_images_keep_last_saves_the_final_epoch(image_folder, tmp_path):
+def test_keep_best_saves_the_epoch_of_the_best_monitored_loss(image_folder, tmp_path):
+    """--keep best, with validation images (val_loss) and without (the training loss)."""
     from kclassify import fit
 
-    out = tmp_path / "run"
-    fit(data=str(image_folder), output=out, epochs=3, val_fraction=0.0, keep="last", lr=0.05, verbose=0, **FAST)
-    info = json.loads((out / "run.json").read_text())
-    assert info["kept"] == {"rule": "last", "monitor": "loss", "epoch": 3, "epochs": 3}
-    _assert_same_weights(out / "model.keras", out / "checkpoints" / "last.keras")
-    # lr 0.05 makes epochs differ: the final epoch's weights are not those of the best training loss
-    with open(out / "history.csv") as f:
-        losses = [float(r["loss"]) for r in csv.DictReader(f)]
-    if losses.index(min(losses)) != 2:
-        with pytest.raises(AssertionError):
-            _assert_same_weights(out / "model.keras", out / "checkpoints" / "best.keras")
+    for validation, monitor in (({}, "val_loss"), ({"val_fraction": 0.0}, "loss")):
+        out = tmp_path / f"run-{monitor}"
+        fit(data=str(image_folder), output=out, epochs=3, keep="best", lr=0.05, verbose=0, **validation, **FAST)
+        info = json.loads((out / "run.json").read_text())
+        with open(out / "history.csv") as f:
+            losses = [float(r[monitor]) for r in csv.DictReader(f)]
+        assert info["kept"] == {"rule": "best", "monitor": monitor, "epoch": losses.index(min(losses)) + 1, "epochs": 3}
+        _assert_same_weights(out / "model.keras", out / "checkpoints" / "best.keras")
+        # lr 0.05 makes epochs differ: unless the best is the last, model.keras is not the final epoch's
+        if losses.index(min(losses)) != 2:
+            with pytest.raises(AssertionError):
+                _assert_same_weights(out / "model.keras", out / "checkpoints" / "last.keras")
 
 
 @pytest.mark.slow
