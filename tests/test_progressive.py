@@ -82,11 +82,12 @@ def test_a_fit_trains_at_the_planned_sides_and_saves_the_full_size(tmp_path):
     assert sides == [16, 16, 20, 20, 28, 28, 32, 32]
     saved = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert saved.input_shape == (None, 32, 32, 3) and result.metrics["test"]["accuracy"] == 1.0
-    best = keras.models.load_model(tmp_path / "run" / "checkpoints" / "best.keras")  # trained at any size
-    assert best.input_shape == (None, None, None, 3)
+    last = keras.models.load_model(tmp_path / "run" / "checkpoints" / "last.keras")  # trained at any size
+    assert last.input_shape == (None, None, None, 3)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(saved(x), best(x), atol=1e-6)  # the kept checkpoint's weights, at a fixed size
+    np.testing.assert_allclose(saved(x), last(x), atol=1e-6)  # the kept checkpoint's weights, at a fixed size
     from kclassify.inference import load_predictor
 
-    assert load_predictor(tmp_path / "run" / "checkpoints" / "best.keras").image_size == 32  # at the run's size
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["kept"]["rule"] == "best"
+    for checkpoint in ("best.keras", "last.keras"):  # read at the run's size
+        assert load_predictor(tmp_path / "run" / "checkpoints" / checkpoint).image_size == 32
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["kept"]["rule"] == "last"  # the default
