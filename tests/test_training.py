@@ -200,3 +200,18 @@ def test_each_choice_family_is_one_table_whose_keys_are_the_valid_values():
     from kclassify.training.fit import KEEP_RULES
 
     assert tuple(KEEP_RULES) == config.KEEP_RULES
+
+
+@pytest.mark.slow
+def test_early_stopping_with_the_default_keep_says_to_keep_the_best(image_folder, tmp_path, caplog):
+    from kclassify import fit
+
+    with caplog.at_level("WARNING", logger="kclassify"):
+        fit(data=str(image_folder), output=tmp_path / "run", epochs=2, early_stopping=1, verbose=0, **FAST)
+    assert "--early-stopping 1 with --keep last keeps the stopped epoch" in caplog.text
+    assert "give --keep best" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kclassify"):
+        fit(data=str(image_folder), output=tmp_path / "best", epochs=2, early_stopping=1, keep="best", verbose=0,
+            **FAST)
+    assert "--early-stopping" not in caplog.text

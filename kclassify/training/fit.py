@@ -92,6 +92,9 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     if time_budget and (cfg.train.strategy == "multiworker" or (cfg.train.strategy == "auto" and multiworker.cluster())):
         raise ConfigError("--time-budget is not kept by a multi-worker fit (each worker would stop on its own "
                           "clock, and the others wait for it forever): give --epochs instead.")
+    if cfg.train.early_stopping and cfg.train.keep == "last":
+        log.warning("--early-stopping %d with --keep last keeps the stopped epoch, %d epochs past the best one; "
+                    "give --keep best to keep the best", cfg.train.early_stopping, cfg.train.early_stopping)
     strategy = select_strategy(cfg.train.strategy)  # first: MultiWorkerMirrored must precede other TF work
     chief_run = RunFolder(Path(output) if output else DEFAULT_ROOT / default_run_name(cfg.data.data))
     # Only the chief writes the run folder; other workers write into a temporary one.
