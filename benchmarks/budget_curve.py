@@ -62,8 +62,9 @@ def checkpoint_accuracy(run: Path) -> dict:
     for name in ("best", "last"):
         folder = folders[name] = run / "checkpoint-evaluations" / name
         if not (folder / "predictions.csv").is_file():
-            subprocess.run([*KCLASSIFY, "evaluate", str(run / "checkpoints" / f"{name}.keras"), "--output", str(folder)],
-                           check=True, capture_output=True)
+            checkpoint = run / "checkpoints" / f"{name}.keras"
+            subprocess.run([*KCLASSIFY, "evaluate", str(checkpoint), "--output", str(folder)], check=True,
+                           capture_output=True)
     diff = compare(folders["best"], folders["last"])
     return {"best_accuracy": round(diff["accuracy_a"], 4), "last_accuracy": round(diff["accuracy_b"], 4),
             "only_best": diff["only_a_right"], "only_last": diff["only_b_right"]}

@@ -158,8 +158,8 @@ class TrainConfig:
     )
     keep: str = _opt(
         "last", "the weights the run saves: last (the final epoch's: the end of the decayed schedule, or the average "
-        "with --ema; measured better than best on intel_scenes, docs/benchmarks.md) or best (the epoch of the best "
-        "--monitor; training loss without validation images)", KEEP_RULES)
+        "with --ema; it scored higher than best on intel_scenes at every budget measured, docs/benchmarks.md) or "
+        "best (the epoch of the best --monitor; training loss without validation images)", KEEP_RULES)
     head_epochs: int | None = _opt(
         None, "epochs of the head-only phase with pretrained weights (default: a quarter)", low=0
     )

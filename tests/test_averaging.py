@@ -78,7 +78,6 @@ def test_batchnorm_statistics_become_the_mean_over_the_batches():
     assert np.allclose(bn.moving_variance.numpy(), [0.0, 1.0], atol=1e-3)  # each batch's variance: 0 and 1
 
 
-
 def test_the_compiled_recompute_over_a_kept_iterator_takes_the_next_batches():
     """The callbacks' path: one compiled forward pass (traced with the momenta at 0), one iterator kept
     across epochs, so each recompute takes the batches after the last one's."""
@@ -95,6 +94,7 @@ def test_the_compiled_recompute_over_a_kept_iterator_takes_the_next_batches():
         assert state.recompute(model) == 2
         assert np.allclose(bn.moving_mean.numpy(), [expected, expected])
         assert np.allclose(bn.moving_variance.numpy(), [0.0, 0.0], atol=1e-4) and bn.momentum == 0.99
+
 
 @pytest.mark.slow
 def test_fit_with_ema_trains_and_keeps_an_average(tmp_path):

@@ -1,6 +1,7 @@
 """Every optimizer, schedule and loss trains a step; fit writes a complete, resumable run folder."""
 
 import csv
+import dataclasses
 import json
 
 import keras
@@ -202,16 +203,12 @@ def test_each_choice_family_is_one_table_whose_keys_are_the_valid_values():
     assert tuple(KEEP_RULES) == config.KEEP_RULES
 
 
-@pytest.mark.slow
-def test_early_stopping_with_the_default_keep_says_to_keep_the_best(image_folder, tmp_path, caplog):
-    from kclassify import fit
+def test_early_stopping_with_keep_last_is_warned_of():
+    from kclassify.config import Config
+    from kclassify.training.fit import keep_warning
 
-    with caplog.at_level("WARNING", logger="kclassify"):
-        fit(data=str(image_folder), output=tmp_path / "run", epochs=2, early_stopping=1, verbose=0, **FAST)
-    assert "--early-stopping 1 with --keep last keeps the stopped epoch" in caplog.text
-    assert "give --keep best" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="kclassify"):
-        fit(data=str(image_folder), output=tmp_path / "best", epochs=2, early_stopping=1, keep="best", verbose=0,
-            **FAST)
-    assert "--early-stopping" not in caplog.text
+    train = Config().train
+    assert train.keep == "last" and keep_warning(train) is None  # the default, no early stopping
+    stopping = dataclasses.replace(train, early_stopping=3)
+    assert "up to 3 epoch(s) past the best one; give --keep best" in keep_warning(stopping)
+    assert keep_warning(dataclasses.replace(stopping, keep="best")) is None

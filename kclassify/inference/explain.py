@@ -60,8 +60,12 @@ def gradcam(model, images: np.ndarray, classes=None) -> tuple[np.ndarray, np.nda
         score = tf.math.log(tf.gather(probs, picked, axis=1, batch_dims=1) + 1e-12)
     # the gradient with respect to the map the model computed (a mixed-precision checkpoint's is bfloat16:
     # a float32 copy of it is not on the path to the score, and its gradient would be None)
-    grads = tf.cast(tape.gradient(score, fmap), tf.float32)
-    fmap = tf.cast(fmap, tf.float32)
+    grads = tape.gradient(score, fmap)
+    if grads is None:
+        raise ModelLoadError(f"{model.name}: its output does not depend on the input of its {POOL_LAYER!r} layer, "
+                             "so Grad-CAM has no gradient to weigh the feature map by; pass a model kclassify fit "
+                             "built (a run folder or its model.keras).")
+    grads, fmap = tf.cast(grads, tf.float32), tf.cast(fmap, tf.float32)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     heat = tf.nn.relu(tf.reduce_sum(fmap * weights, axis=-1)).numpy()
     peak = heat.reshape(len(heat), -1).max(axis=1)[:, None, None]

@@ -72,7 +72,12 @@ class _Averaged:
     """The state the two callbacks share: whether the averaged weights are in, the raw ones kept aside, and
     what recomputing the statistics needs each epoch: one iterator over the training batches (a fresh
     one each time would refill the shuffle buffer from the whole training set) and one compiled
-    training-mode forward pass (eager, it cost about as much as the epoch's training on a small CNN)."""
+    training-mode forward pass (eager, it cost about as much as the epoch's training on a small CNN).
+
+    What the kept iterator costs: its own shuffle buffer, which the pipeline sizes to the whole training
+    set (one more copy of the decoded training images in memory, uint8 at the input size), and a few
+    prefetched batches, which under progressive resizing may still be at the previous stage's side in
+    the first recompute of a stage (BatchNorm statistics are then partly from the smaller images)."""
 
     def __init__(self, images, steps: int):
         self.images, self.steps = images, steps

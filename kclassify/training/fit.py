@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class FitResult:
     """What a fit made: its run folder, the model it saved, the per-epoch history, the test metrics.
 
-    ``model`` is the saved model (the best epoch's weights): the trained, compiled model, or, when it
+    ``model`` is the saved model (the kept weights, ``--keep``: the last epoch's or the best's): the trained, compiled model, or, when it
     trained in mixed precision, its float32 copy, which is not compiled (``compile`` it to call
     ``evaluate``; ``predict`` needs nothing).
     """
@@ -92,9 +92,8 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     if time_budget and (cfg.train.strategy == "multiworker" or (cfg.train.strategy == "auto" and multiworker.cluster())):
         raise ConfigError("--time-budget is not kept by a multi-worker fit (each worker would stop on its own "
                           "clock, and the others wait for it forever): give --epochs instead.")
-    if cfg.train.early_stopping and cfg.train.keep == "last":
-        log.warning("--early-stopping %d with --keep last keeps the stopped epoch, %d epochs past the best one; "
-                    "give --keep best to keep the best", cfg.train.early_stopping, cfg.train.early_stopping)
+    if warning := keep_warning(cfg.train):
+        log.warning(warning)
     strategy = select_strategy(cfg.train.strategy)  # first: MultiWorkerMirrored must precede other TF work
     chief_run = RunFolder(Path(output) if output else DEFAULT_ROOT / default_run_name(cfg.data.data))
     # Only the chief writes the run folder; other workers write into a temporary one.
@@ -230,6 +229,14 @@ def _best_so_far(run: RunFolder, monitor: str) -> float | None:
     if not values:
         return None
     return min(values) if monitor_mode(monitor) == "min" else max(values)
+
+
+def keep_warning(train) -> str | None:
+    """What to tell a user whose settings keep weights they probably do not want, or None."""
+    if train.early_stopping and train.keep == "last":
+        return (f"--early-stopping {train.early_stopping} with --keep last keeps the epoch training stopped at, "
+                f"up to {train.early_stopping} epoch(s) past the best one; give --keep best to keep the best")
+    return None
 
 
 def kept_epoch(run: RunFolder, keep: str, monitor: str) -> dict[str, Any]:

@@ -74,10 +74,10 @@ def check_final_share(share: float | None, time_budget: float | None, then_fit: 
 
 # What the final model of ``tune --then-fit`` trains on; the keys are the valid --final-data values.
 FINAL_DATA = {
-    "train": "the training split, as every trial did; the validation split picks its best epoch",
+    "train": "the training split, as every trial did, with validation metrics",
     "train+val": "the training and validation splits together (the validation split has ranked the "
                  "settings; as KerasTuner recommends and AutoKeras' final fit does): more images, no validation "
-                 "metrics, its best epoch picked on training accuracy",
+                 "metrics",
 }
 
 
