@@ -35,6 +35,11 @@ def batchnorm_layers(model) -> list:
     return [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
+def batchnorm_statistics(layers) -> list:
+    """The moving mean and variance of each BatchNorm layer of ``layers``, in order."""
+    return [v for layer in layers for v in (layer.moving_mean, layer.moving_variance)]
+
+
 def recompute_batchnorm(model, images, steps: int = BN_STEPS, forward=None) -> int:
     """Set every BatchNorm layer's moving mean and variance to their means over ``steps`` batches of ``images``.
 
@@ -47,7 +52,7 @@ def recompute_batchnorm(model, images, steps: int = BN_STEPS, forward=None) -> i
     layers = batchnorm_layers(model)
     if not layers:
         return 0
-    stats = [v for layer in layers for v in (layer.moving_mean, layer.moving_variance)]
+    stats = batchnorm_statistics(layers)
     source = images.take(steps) if isinstance(images, tf.data.Dataset) else itertools.islice(images, steps)
     forward = forward or (lambda x: model(x, training=True))
     momenta = [layer.momentum for layer in layers]
@@ -93,7 +98,7 @@ class _Averaged:
     def swap_in(self, model) -> None:
         if self.raw is not None or not getattr(model.optimizer, "use_ema", False) or not model.optimizer.built:
             return
-        stats = [v for layer in batchnorm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
+        stats = batchnorm_statistics(batchnorm_layers(model))
         self.raw = ([v.numpy() for v in model.trainable_variables], [v.numpy() for v in stats])
         model.optimizer.finalize_variable_values(model.trainable_variables)  # the average into the model
         self.recompute(model)
@@ -104,8 +109,7 @@ class _Averaged:
         weights, stats = self.raw
         for var, value in zip(model.trainable_variables, weights):
             var.assign(value)
-        for var, value in zip([v for layer in batchnorm_layers(model)
-                               for v in (layer.moving_mean, layer.moving_variance)], stats):
+        for var, value in zip(batchnorm_statistics(batchnorm_layers(model)), stats):
             var.assign(value)
         self.raw = None
 
