@@ -2,7 +2,7 @@
 
     python benchmarks/phone_front.py DATA --out bench/front [--sizes 64 96] [--seeds 1 2 3] [--retime]
         [--minutes 2.5] [--backbones small_cnn mobilenet_v3_small efficientnet_lite0 mobilenet_v4_conv_small]
-        [--teacher RUN[,RUN...] | --teacher-minutes 8 --teacher-flags "--backbone small_cnn --image-size 64"]
+        [--teacher RUN[,RUN...] (may hold {seed}) | --teacher-minutes 8 --teacher-flags "--backbone small_cnn --image-size 64"]
         [any fit flag, given to every student]
 
 For each split seed, a teacher (``--teacher``, e.g. ``tune --then-fit --distill K``'s ``teachers/``; by
@@ -126,7 +126,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--minutes", type=float, default=2.5, help="wall time of each student's fit")
     parser.add_argument("--backbones", nargs="+", default=BACKBONES)
-    parser.add_argument("--teacher", help="teacher run folder(s), comma-separated (default: one trained per seed)")
+    parser.add_argument("--teacher", help="teacher run folder(s), comma-separated, {seed} standing for the split seed "
+                        "(e.g. runs of budget_curve.py: bench/budget/seed{seed}-10min-default; default: one trained "
+                        "per seed)")
     parser.add_argument("--teacher-minutes", type=float, default=8.0)
     parser.add_argument("--retime", action="store_true",
                         help="time every .tflite file again at the end, one after another on a quiet machine")
@@ -136,7 +138,7 @@ def main() -> None:
     budget = f"{args.minutes * 60:.0f}s"
     rows = []
     for seed in args.seeds:
-        teacher = args.teacher or str(fit(args.data, args.out / f"seed{seed}-teacher", seed,
+        teacher = args.teacher.replace("{seed}", str(seed)) if args.teacher else str(fit(args.data, args.out / f"seed{seed}-teacher", seed,
                                           [*args.teacher_flags.split(),
                                            "--time-budget", f"{args.teacher_minutes * 60:.0f}s"]))
         if not args.teacher:
