@@ -81,6 +81,28 @@ def figures(run: Path) -> dict:
             "int8_kb": round((int8.get("size_bytes") or 0) / 1024, 1), "int8_status": int8.get("status")}
 
 
+def ensemble(data: str, spec: str) -> dict:
+    """The teachers' test accuracy on their split: each member's (its run's own evaluation) and that of their
+    averaged probabilities, the targets the students learn from. Members are run folders of one split."""
+    import numpy as np
+
+    from kclassify.inference import load_predictor
+
+    members = [Path(p) for p in spec.split(",")]
+    tests = [[r for r in csv.DictReader(open(m / "split.csv")) if r["split"] == "test"] for m in members]
+    if any(t != tests[0] for t in tests):
+        raise SystemExit(f"the teachers {spec} were not trained on one split")
+    classes = sorted({r["label"] for r in tests[0]})
+    mean = 0
+    for member in members:
+        predictor = load_predictor(member)
+        out = predictor.predict_files([Path(data) / r["path"] for r in tests[0]])
+        mean = mean + np.stack([o.probabilities for o in out])[:, [predictor.labels.index(c) for c in classes]]
+    truth = np.array([classes.index(r["label"]) for r in tests[0]])
+    own = [json.loads((m / "evaluation" / "report.json").read_text())["headline"]["accuracy"] for m in members]
+    return {"kclassify": float((mean.argmax(1) == truth).mean()), "members": [round(a, 4) for a in own]}
+
+
 def _mean(values) -> float:
     """The mean of the values measured (a format that failed has None), NaN if none was."""
     kept = [v for v in values if v is not None]
@@ -146,6 +168,8 @@ def main() -> None:
                          **figures(Path(teacher)), "vs_alone_points": "", "mcnemar_p": "", "only_alone": "", "only_distilled": "",
                          "run": teacher})
             print(json.dumps(rows[-1]), flush=True)
+        else:  # printed only: the given teachers were not exported here
+            print(json.dumps({"seed": seed, "teachers": teacher, **ensemble(args.data, teacher)}), flush=True)
         for size in args.sizes:
             for backbone in args.backbones:
                 flags = ["--backbone", backbone, "--image-size", str(size), "--time-budget", budget, *extra]
