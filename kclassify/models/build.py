@@ -190,7 +190,6 @@ def build_classifier(
         (None, 3)
     """
     import keras
-    from keras import layers
 
     spec = get(backbone)
     size, k = _checked_sizes(spec, image_size, input_scale)
@@ -201,12 +200,26 @@ def build_classifier(
     x = _preprocess(spec.preprocessing, x)
     base = _backbone(spec, None if any_size else size, weights, _backbone_options(spec, options))
     if bn_momentum is not None:
-        for layer in all_layers(base):
-            if isinstance(layer, layers.BatchNormalization):
-                layer.momentum = float(bn_momentum)
+        _set_bn_momentum(base, float(bn_momentum))
     # A pretrained backbone runs in inference mode (BatchNorm keeps its statistics) even when
     # fine-tuned, as in the Keras transfer-learning guide; one trained from scratch does not.
     x = base(x, training=False) if weights != "none" else base(x)
+    outputs = _head(x, num_classes, pooling, hidden_units, hidden_activation, dropout)
+    return keras.Model(inputs, outputs, name=f"kclassify_{spec.name}")
+
+
+def _set_bn_momentum(base, momentum: float) -> None:
+    from keras import layers
+
+    for layer in all_layers(base):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def _head(x, num_classes: int, pooling: str, hidden_units: int, hidden_activation: str, dropout: float):
+    """Pooling (the ``POOL_LAYER`` Grad-CAM reads), an optional hidden layer, dropout and the softmax."""
+    from keras import layers
+
     pool = layers.GlobalAveragePooling2D if pooling == "avg" else layers.GlobalMaxPooling2D
     x = pool(name=POOL_LAYER)(x)
     if hidden_units:
@@ -215,8 +228,7 @@ def build_classifier(
     if dropout > 0:
         x = layers.Dropout(float(dropout), name="dropout")(x)
     # float32 output keeps softmax stable under mixed precision.
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=f"kclassify_{spec.name}")
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
 
 
 def _checked_sizes(spec: BackboneSpec, image_size: int | None, input_scale: int) -> tuple[int, int]:

@@ -79,19 +79,11 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
         >>> result.metrics["test"]["accuracy"] > 0.95
         True
     """
-    if isinstance(config, Config):
-        cfg = config_mod.build_config(config.flat(), config_mod.load_yaml(hparams) if hparams else {}, settings)
-    else:
-        cfg = config_mod.layered(config, hparams, settings, recommended=recommended_settings)
+    cfg = _layered(config, hparams, settings)
     clock_started = time.perf_counter() if started is None else started
     started = time.time()
     cfg = resolve(cfg)
-    if time_budget is not None and time_budget <= 0:
-        raise ConfigError(f"--time-budget is the seconds the fit may take, more than 0; received {time_budget}. "
-                          "Give a duration like 90s, 30m or 2h, or leave it out to train for --epochs.")
-    if time_budget and (cfg.train.strategy == "multiworker" or (cfg.train.strategy == "auto" and multiworker.cluster())):
-        raise ConfigError("--time-budget is not kept by a multi-worker fit (each worker would stop on its own "
-                          "clock, and the others wait for it forever): give --epochs instead.")
+    _check_budget(time_budget, cfg)
     if warning := keep_warning(cfg.train):
         log.warning(warning)
     strategy = select_strategy(cfg.train.strategy)  # first: MultiWorkerMirrored must precede other TF work
@@ -123,6 +115,22 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
     log.info("run folder: %s  test accuracy: %s", run.root,
              f"{metrics['test']['accuracy']:.4f}" if metrics["test"] else "n/a (no test split)")
     return FitResult(run.root, model, history, metrics)
+
+
+def _layered(config: Config | str | Path | None, hparams: str | Path | None, settings: dict) -> Config:
+    """fit's settings: defaults < the data's recommendations < ``config`` < ``hparams`` < ``settings``."""
+    if isinstance(config, Config):
+        return config_mod.build_config(config.flat(), config_mod.load_yaml(hparams) if hparams else {}, settings)
+    return config_mod.layered(config, hparams, settings, recommended=recommended_settings)
+
+
+def _check_budget(time_budget: float | None, cfg: Config) -> None:
+    if time_budget is not None and time_budget <= 0:
+        raise ConfigError(f"--time-budget is the seconds the fit may take, more than 0; received {time_budget}. "
+                          "Give a duration like 90s, 30m or 2h, or leave it out to train for --epochs.")
+    if time_budget and (cfg.train.strategy == "multiworker" or (cfg.train.strategy == "auto" and multiworker.cluster())):
+        raise ConfigError("--time-budget is not kept by a multi-worker fit (each worker would stop on its own "
+                          "clock, and the others wait for it forever): give --epochs instead.")
 
 
 def save_run(model, cfg: Config, data: PreparedData, output: str | Path, *, started: float, **info) -> FitResult:
