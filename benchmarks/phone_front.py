@@ -160,9 +160,11 @@ def main() -> None:
     budget = f"{args.minutes * 60:.0f}s"
     rows = []
     for seed in args.seeds:
-        teacher = args.teacher.replace("{seed}", str(seed)) if args.teacher else str(fit(args.data, args.out / f"seed{seed}-teacher", seed,
-                                          [*args.teacher_flags.split(),
-                                           "--time-budget", f"{args.teacher_minutes * 60:.0f}s"]))
+        if args.teacher:
+            teacher = args.teacher.replace("{seed}", str(seed))
+        else:
+            teacher = str(fit(args.data, args.out / f"seed{seed}-teacher", seed,
+                              [*args.teacher_flags.split(), "--time-budget", f"{args.teacher_minutes * 60:.0f}s"]))
         if not args.teacher:
             rows.append({"seed": seed, "size": "", "backbone": "teacher", "arm": "teacher",
                          **figures(Path(teacher)), "vs_alone_points": "", "mcnemar_p": "", "only_alone": "", "only_distilled": "",
