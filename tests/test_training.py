@@ -185,6 +185,25 @@ def test_mixing_gives_each_label_the_share_of_the_image_it_mixed_in(mode):
     assert build_mixing("none", 1.0) is None
 
 
+def test_training_batches_run_without_autotuning_and_keep_every_image():
+    """tf.data's autotuning ran whole training epochs at half speed (docs/benchmarks.md, "Half-speed epochs"):
+    training pipelines turn it off; evaluation pipelines keep TensorFlow's default. Every image still
+    comes once an epoch, augmented."""
+    import tensorflow as tf
+
+    from kclassify.data.augment import build_augmentation
+    from kclassify.data.pipeline import batches
+
+    classes = np.arange(20) % 4
+    images = np.broadcast_to((10.0 * classes)[:, None, None, None], (20, 8, 8, 3)).astype("uint8")
+    ds = tf.data.Dataset.from_tensor_slices((images, classes.astype("int32")))
+    train = batches(ds, 4, 8, training=True, seed=1, augment=build_augmentation(1.0, seed=1))
+    assert train.options().autotune.enabled is False
+    assert batches(ds, 4, 8, training=False).options().autotune.enabled is not False
+    labels = np.concatenate([y.numpy().argmax(1) for _, y in train])
+    assert sorted(labels.tolist()) == sorted(classes.tolist())
+
+
 def test_each_choice_family_is_one_table_whose_keys_are_the_valid_values():
     from kclassify import config
     from kclassify.data import augment

@@ -207,7 +207,21 @@ def batches(
             return (x, *out) if isinstance(out, tuple) else (x, out)
 
         ds = ds.map(retarget, num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    ds = ds.prefetch(AUTOTUNE)
+    return ds.with_options(steady_options()) if training else ds
+
+
+def steady_options() -> tf.data.Options:
+    """Training pipelines run without tf.data's autotuning: each parallel map then makes one call per core.
+
+    With autotuning, the default training pipeline (the phone-resize mix, then augmentation) ran whole
+    epochs at half speed, one core idle, and which epochs did changed from run to run (a third of them in
+    some 10-minute fits on 2 cores, so a time budget bought a third fewer epochs than it could); every
+    autotuning algorithm did it and turning it off stopped it (docs/benchmarks.md, "Half-speed epochs").
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def make_dataset(paths, labels, num_classes, image_size, batch_size, *, training, seed=0,
