@@ -17,7 +17,9 @@ wall-clock time (warm-up first), stopped when each teacher's share of ``--second
 
 Writes ``teacher-{LABEL}-seed{S}.keras`` per architecture and split and ``labels.txt`` beside them (a
 teacher ``load_predictor`` reads: ``fit --teacher OUT/teacher-d2-128-seed1.keras``), and ``teachers.json``:
-for each the epochs, training images per second, validation and test accuracy.
+for each the epochs, training images per second, validation and test accuracy. ``--probe`` only times each
+architecture's training step without and with augmentation, and the feeding of batches, then stops: a
+first lent minute that says where the time goes (docs/benchmarks.md, "Teachers trained on a GPU").
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def _built(args, m: dict, num_classes: int):
         keras.mixed_precision.set_global_policy("float32")  # augmented pixels in float32, as tf.data augments
         augment = build_augmentation(args.augment, "horizontal", seed=0, policy=args.augment_policy)
         keras.mixed_precision.set_global_policy(args.precision)
-        trainer = keras.Sequential([keras.Input(model.input_shape[1:]), augment, model])
+        trainer = keras.Sequential([keras.Input(model.input_shape[1:]), *([augment] if augment else []), model])
         trainer.compile(optimizer=keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay),
                         loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
                         metrics=["accuracy"])
@@ -167,6 +169,29 @@ def train_teacher(args, m: dict, classes: list[str], data: dict, seconds: float,
             "val_accuracy": scores["val"], "test_accuracy": scores["test"]}
 
 
+def probe(args, m: dict, num_classes: int, x: np.ndarray, y: np.ndarray, steps: int = 20) -> dict:
+    """Training images per second of one architecture's step three ways (``--probe``): the compiled step on
+    one batch without augmentation, with it, and the batches fetched from :class:`Batches` alone."""
+    import keras
+
+    def rate(step) -> float:
+        step()  # compiles
+        began = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return round(steps * args.batch / (time.perf_counter() - began), 1)
+
+    onehot = np.eye(num_classes, dtype="float32")[y[: args.batch]]
+    batch = x[: args.batch]
+    model, trainer, _ = _built(args, m, num_classes)
+    plain = keras.models.clone_model(model)
+    plain.compile(optimizer=keras.optimizers.AdamW(learning_rate=args.lr), loss="categorical_crossentropy")
+    batches = Batches(x, np.eye(num_classes, dtype="float32")[y], args.batch, 0)
+    return {"step_without_augmentation": rate(lambda: plain.train_on_batch(batch, onehot)),
+            "step_with_augmentation": rate(lambda: trainer.train_on_batch(batch, onehot)),
+            "feeding_alone": rate(lambda: batches[np.random.randint(len(batches))])}
+
+
 def parse_model(text: str) -> dict:
     """``LABEL:IMAGE_SIZE:INPUT_SCALE[:NAME=VALUE,...]`` (backbone options: depth=2, width=1.5)."""
     label, size, scale, *rest = text.split(":")
@@ -195,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--augment-policy", default="basic")
     parser.add_argument("--warmup-epochs", type=int, default=5)
     parser.add_argument("--precision", default="mixed_bfloat16")
+    parser.add_argument("--probe", action="store_true",
+                        help="only time each architecture's step (without and with augmentation) and the feeding")
     args = parser.parse_args(argv)
     models = args.model or [parse_model("d2-128:128:1:depth=2")]
 
@@ -213,6 +240,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"decoded {len(paths)} images at {sorted(pixels)} px in {time.perf_counter() - began:.1f} s; "
           f"keras {keras.__version__} on {keras.backend.backend()}", flush=True)
 
+    if args.probe:
+        rows = [row[p] for p, _ in next(iter(splits.values()))["train"]]
+        labels = np.array([index[lb] for _, lb in next(iter(splits.values()))["train"]])
+        for m in models:
+            side = m["image_size"] * m["input_scale"]
+            print(f"probe {m['label']}: {json.dumps(probe(args, m, len(classes), pixels[side][rows], labels))}",
+                  flush=True)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "labels.txt").write_text("".join(c + "\n" for c in classes))
     results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "teachers": {}}
