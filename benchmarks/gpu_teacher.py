@@ -93,7 +93,7 @@ class WallClockCosine:
 
 class Batches:
     """Full batches of a fresh permutation each epoch (the last wraps around), so every step has one shape and
-    the compiled step is reused for every epoch and split."""
+    one compiled step serves every epoch."""
 
     def __new__(cls, x: np.ndarray, targets: np.ndarray, batch: int, seed: int):
         import keras
@@ -118,40 +118,35 @@ class Batches:
         return Dataset()
 
 
-_BUILT: dict[str, tuple] = {}  # architecture label -> (model, trainer, its initial weights, float32 copy)
-
-
 def _built(args, m: dict, num_classes: int):
-    """The architecture's model and trainer, built and compiled once; every later split starts them again from
-    the same initial weights and a zeroed optimizer, so the compiled step is reused."""
+    """The architecture's model, its trainer (augmentation then the model) compiled, and the model's float32
+    copy. Built afresh for every split: an adapted Normalization layer's mean and variance are constants
+    of the compiled step, so a step compiled for one split would normalise the next with its statistics."""
     import keras
 
     from kclassify.data.augment import build_augmentation
     from kclassify.models.build import build_classifier, float32_model
 
-    if m["label"] not in _BUILT:
-        model = build_classifier(args.backbone, num_classes, m["image_size"], input_scale=m["input_scale"],
-                                 dropout=args.dropout, **m["options"])
-        keras.mixed_precision.set_global_policy("float32")  # augmented pixels in float32, as tf.data augments
-        augment = build_augmentation(args.augment, "horizontal", seed=0, policy=args.augment_policy)
-        keras.mixed_precision.set_global_policy(args.precision)
-        trainer = keras.Sequential([keras.Input(model.input_shape[1:]), *([augment] if augment else []), model])
-        trainer.compile(optimizer=keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay),
-                        loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
-                        metrics=["accuracy"])
-        _BUILT[m["label"]] = (model, trainer, model.get_weights(), float32_model(model))
-    model, trainer, initial, copy = _BUILT[m["label"]]
-    model.set_weights(initial)
-    for variable in trainer.optimizer.variables:
-        variable.assign(np.zeros(variable.shape, variable.dtype))
-    return model, trainer, copy
+    model = build_classifier(args.backbone, num_classes, m["image_size"], input_scale=m["input_scale"],
+                             dropout=args.dropout, **m["options"])
+    keras.mixed_precision.set_global_policy("float32")  # augmented pixels in float32, as tf.data augments
+    augment = build_augmentation(args.augment, "horizontal", seed=0, policy=args.augment_policy)
+    keras.mixed_precision.set_global_policy(args.precision)
+    trainer = keras.Sequential([keras.Input(model.input_shape[1:]), *([augment] if augment else []), model])
+    trainer.compile(optimizer=keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay),
+                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+                    metrics=["accuracy"])
+    return model, trainer, float32_model(model)
 
 
 def train_teacher(args, m: dict, classes: list[str], data: dict, seconds: float, seed: int) -> dict:
+    import keras
+
     from kclassify.models.build import _with_weights_of, adapt_preprocessing
 
     began = time.perf_counter()
     x, y = data["train"]
+    keras.utils.set_random_seed(seed)
     model, trainer, copy = _built(args, m, len(classes))
     adapt_preprocessing(model, x[:: max(len(x) // 1000, 1)].astype("float32"))
     clock = WallClockCosine(args.lr, seconds, args.warmup_epochs)
@@ -165,13 +160,15 @@ def train_teacher(args, m: dict, classes: list[str], data: dict, seconds: float,
         probabilities = saved.predict(images, batch_size=256, verbose=0)
         scores[split] = float(np.mean(probabilities.argmax(-1) == labels))
     return {"model": saved, "epochs": clock.epochs, "seconds": round(time.perf_counter() - began, 1),
-            "train_images_per_sec": round((clock.epochs - 1) * len(batches) * args.batch / max(trained, 1e-9), 1),
+            # each epoch's training images, as fit counts them (the wrapped-around repeats not counted)
+            "train_images_per_sec": round((clock.epochs - 1) * len(x) / max(trained, 1e-9), 1),
             "val_accuracy": scores["val"], "test_accuracy": scores["test"]}
 
 
 def probe(args, m: dict, num_classes: int, x: np.ndarray, y: np.ndarray, steps: int = 20) -> dict:
     """Training images per second of one architecture's step three ways (``--probe``): the compiled step on
-    one batch without augmentation, with it, and the batches fetched from :class:`Batches` alone."""
+    one batch without augmentation, with it, and a batch of :class:`Batches` drawn and copied to the device
+    alone (not through Keras' worker threads)."""
     import keras
 
     def rate(step) -> float:
@@ -187,9 +184,15 @@ def probe(args, m: dict, num_classes: int, x: np.ndarray, y: np.ndarray, steps: 
     plain = keras.models.clone_model(model)
     plain.compile(optimizer=keras.optimizers.AdamW(learning_rate=args.lr), loss="categorical_crossentropy")
     batches = Batches(x, np.eye(num_classes, dtype="float32")[y], args.batch, 0)
+
+    def feed():  # a batch drawn as fit draws it, then copied to the device
+        images, targets = batches[np.random.randint(len(batches))]
+        for array in (keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(targets)):
+            getattr(array, "block_until_ready", lambda: None)()
+
     return {"step_without_augmentation": rate(lambda: plain.train_on_batch(batch, onehot)),
             "step_with_augmentation": rate(lambda: trainer.train_on_batch(batch, onehot)),
-            "feeding_alone": rate(lambda: batches[np.random.randint(len(batches))])}
+            "feeding_alone": rate(feed)}
 
 
 def parse_model(text: str) -> dict:

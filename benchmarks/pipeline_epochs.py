@@ -1,7 +1,8 @@
 """The training pipeline alone, epoch by epoch: images per second with and without tf.data's autotuning.
 
-    python benchmarks/pipeline_epochs.py DATA [--epochs 16] [--seed 1] [--arms steady autotune]
-        [any fit setting as NAME=VALUE, e.g. phone_resize=0 augment=0 val_fraction=0]
+    python benchmarks/pipeline_epochs.py DATA [NAME=VALUE ...] [--epochs 16] [--seed 1] [--arms steady autotune]
+
+NAME=VALUE are fit settings (e.g. phone_resize=0 augment=0 val_fraction=0), in any order with the options.
 
 Builds fit's training dataset for DATA exactly as ``fit`` does (``make_recipe``: decode cache, the
 phone-resize mix, shuffle, augmentation) and iterates it with no model, timing each epoch: the images
@@ -37,11 +38,13 @@ def epochs_of(ds, epochs: int) -> list[tuple[float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data")
-    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=16, help="passes per arm (at least 2: the first decodes)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--arms", nargs="+", default=["steady", "autotune"], choices=["steady", "autotune"])
     parser.add_argument("settings", nargs="*", metavar="NAME=VALUE")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the first pass decodes and fills the cache")
 
     import tempfile
 

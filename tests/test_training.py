@@ -188,7 +188,8 @@ def test_mixing_gives_each_label_the_share_of_the_image_it_mixed_in(mode):
 def test_training_batches_run_without_autotuning_and_keep_every_image():
     """tf.data's autotuning ran whole training epochs at half speed (docs/benchmarks.md, "Half-speed epochs"):
     training pipelines turn it off; evaluation pipelines keep TensorFlow's default. Every image still
-    comes once an epoch, augmented."""
+    comes once an epoch, with its own label (image i is filled with 10 * class; flips, shifts, zooms and
+    contrast keep a flat image's mean)."""
     import tensorflow as tf
 
     from kclassify.data.augment import build_augmentation
@@ -200,8 +201,10 @@ def test_training_batches_run_without_autotuning_and_keep_every_image():
     train = batches(ds, 4, 8, training=True, seed=1, augment=build_augmentation(1.0, seed=1))
     assert train.options().autotune.enabled is False
     assert batches(ds, 4, 8, training=False).options().autotune.enabled is not False
-    labels = np.concatenate([y.numpy().argmax(1) for _, y in train])
+    seen = [(x.numpy().mean(axis=(1, 2, 3)), y.numpy().argmax(1)) for x, y in train]
+    means, labels = np.concatenate([m for m, _ in seen]), np.concatenate([lb for _, lb in seen])
     assert sorted(labels.tolist()) == sorted(classes.tolist())
+    np.testing.assert_allclose(means, 10.0 * labels, atol=0.5)
 
 
 def test_each_choice_family_is_one_table_whose_keys_are_the_valid_values():

@@ -216,8 +216,9 @@ def steady_options() -> tf.data.Options:
 
     With autotuning, the default training pipeline (the phone-resize mix, then augmentation) ran whole
     epochs at half speed, one core idle, and which epochs did changed from run to run (a third of them in
-    some 10-minute fits on 2 cores, so a time budget bought a third fewer epochs than it could); every
-    autotuning algorithm did it and turning it off stopped it (docs/benchmarks.md, "Half-speed epochs").
+    some 10-minute fits on 2 cores, which then trained about a fifth fewer epochs); the default, hill-climb
+    and max-parallelism algorithms all did it, and turning autotuning off stopped it (docs/benchmarks.md,
+    "Half-speed epochs").
     """
     options = tf.data.Options()
     options.autotune.enabled = False
