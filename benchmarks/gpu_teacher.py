@@ -37,6 +37,7 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "jax")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # kclassify from this checkout, not installed
 
+import keras  # noqa: E402  (after KERAS_BACKEND)
 import numpy as np  # noqa: E402
 
 
@@ -63,67 +64,58 @@ def read_split(path: Path) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-class WallClockCosine:
-    """A Keras callback: linear warm-up over the first epochs, then the learning rate follows a cosine of
-    the time spent (measured from the end of the first epoch, which compiles); stops when the time is up."""
+class WallClockCosine(keras.callbacks.Callback):
+    """Linear warm-up over the first epochs, then the learning rate follows a cosine of the time spent
+    (measured from the end of the first epoch, which compiles); stops training when the time is up."""
 
     def __init__(self, lr: float, seconds: float, warmup_epochs: int):
-        import keras
-
-        class Callback(keras.callbacks.Callback):
-            def on_epoch_begin(cb, epoch, logs=None):  # noqa: N805
-                if epoch == 1:
-                    self.start = time.perf_counter()
-                if epoch < warmup_epochs:
-                    value = lr * (epoch + 1) / warmup_epochs
-                else:
-                    fraction = min((time.perf_counter() - self.start) / seconds, 1.0) if self.start else 0.0
-                    value = 0.5 * lr * (1.0 + math.cos(math.pi * fraction))
-                cb.model.optimizer.learning_rate = value  # as keras.callbacks.LearningRateScheduler sets it
-
-            def on_epoch_end(cb, epoch, logs=None):  # noqa: N805
-                self.epochs = epoch + 1
-                if self.start and time.perf_counter() - self.start >= seconds:
-                    cb.model.stop_training = True
-
+        super().__init__()
+        self.lr, self.seconds, self.warmup_epochs = lr, seconds, warmup_epochs
         self.start: float | None = None
         self.epochs = 0
-        self.callback = Callback()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            self.start = time.perf_counter()
+        if epoch < self.warmup_epochs:
+            value = self.lr * (epoch + 1) / self.warmup_epochs
+        else:
+            fraction = min((time.perf_counter() - self.start) / self.seconds, 1.0) if self.start else 0.0
+            value = 0.5 * self.lr * (1.0 + math.cos(math.pi * fraction))
+        self.model.optimizer.learning_rate = value  # as keras.callbacks.LearningRateScheduler sets it
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs = epoch + 1
+        if self.start and time.perf_counter() - self.start >= self.seconds:
+            self.model.stop_training = True
 
 
-class Batches:
+class Batches(keras.utils.PyDataset):
     """Full batches of a fresh permutation each epoch (the last wraps around), so every step has one shape and
     one compiled step serves every epoch."""
 
-    def __new__(cls, x: np.ndarray, targets: np.ndarray, batch: int, seed: int):
-        import keras
+    def __init__(self, x: np.ndarray, targets: np.ndarray, batch: int, seed: int):
+        super().__init__(workers=4, use_multiprocessing=False)
+        self.x, self.targets, self.batch = x, targets, batch
+        self.rng = np.random.default_rng(seed)
+        self.on_epoch_end()
 
-        class Dataset(keras.utils.PyDataset):
-            def __init__(self):
-                super().__init__(workers=4, use_multiprocessing=False)
-                self.rng = np.random.default_rng(seed)
-                self.on_epoch_end()
+    def __len__(self):
+        return -(-len(self.x) // self.batch)
 
-            def __len__(self):
-                return -(-len(x) // batch)
+    def __getitem__(self, i):
+        rows = self.order[i * self.batch:(i + 1) * self.batch]
+        return self.x[rows], self.targets[rows]
 
-            def __getitem__(self, i):
-                rows = self.order[i * batch:(i + 1) * batch]
-                return x[rows], targets[rows]
-
-            def on_epoch_end(self):
-                order = self.rng.permutation(len(x))
-                self.order = np.concatenate([order, order[: len(self) * batch - len(x)]])
-
-        return Dataset()
+    def on_epoch_end(self):
+        order = self.rng.permutation(len(self.x))
+        self.order = np.concatenate([order, order[: len(self) * self.batch - len(self.x)]])
 
 
 def _built(args, m: dict, num_classes: int):
     """The architecture's model, its trainer (augmentation then the model) compiled, and the model's float32
     copy. Built afresh for every split: an adapted Normalization layer's mean and variance are constants
     of the compiled step, so a step compiled for one split would normalise the next with its statistics."""
-    import keras
-
     from kclassify.data.augment import build_augmentation
     from kclassify.models.build import build_classifier, float32_model
 
@@ -140,8 +132,6 @@ def _built(args, m: dict, num_classes: int):
 
 
 def train_teacher(args, m: dict, classes: list[str], data: dict, seconds: float, seed: int) -> dict:
-    import keras
-
     from kclassify.models.build import _with_weights_of, adapt_preprocessing
 
     began = time.perf_counter()
@@ -151,7 +141,7 @@ def train_teacher(args, m: dict, classes: list[str], data: dict, seconds: float,
     adapt_preprocessing(model, x[:: max(len(x) // 1000, 1)].astype("float32"))
     clock = WallClockCosine(args.lr, seconds, args.warmup_epochs)
     batches = Batches(x, np.eye(len(classes), dtype="float32")[y], args.batch, seed)
-    trainer.fit(batches, epochs=100_000, verbose=0, callbacks=[clock.callback])
+    trainer.fit(batches, epochs=100_000, verbose=0, callbacks=[clock])
     trained = time.perf_counter() - (clock.start or began)
     saved = copy if copy is model else _with_weights_of(copy, model)  # computing in float32, as fit saves
     scores = {}
@@ -169,8 +159,6 @@ def probe(args, m: dict, num_classes: int, x: np.ndarray, y: np.ndarray, steps: 
     """Training images per second of one architecture's step three ways (``--probe``): the compiled step on
     one batch without augmentation, with it, and a batch of :class:`Batches` drawn and copied to the device
     alone (not through Keras' worker threads)."""
-    import keras
-
     def rate(step) -> float:
         step()  # compiles
         began = time.perf_counter()
@@ -229,7 +217,6 @@ def main(argv: list[str] | None = None) -> None:
     models = args.model or [parse_model("d2-128:128:1:depth=2")]
 
     began = time.perf_counter()
-    import keras
 
     keras.mixed_precision.set_global_policy(args.precision)
     classes = [line.strip() for line in args.labels.read_text().splitlines() if line.strip()]
