@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import stop_after, write_class_folder
+from conftest import make_image, stop_after, write_class_folder
 from kclassify.config import build_config
 from kclassify.errors import ConfigError, WeightsError
 from kclassify.models.build import backbone_of, build_classifier
@@ -91,6 +91,14 @@ def test_head_phase_freezes_and_finetune_keeps_batchnorm(image_folder, tmp_path,
     with open(tmp_path / "run" / "history.csv") as f:
         lrs = [float(r["learning_rate"]) for r in csv.DictReader(f)]
     assert lrs[1] < 0.0011  # fine-tuning starts at lr x 0.1
+
+    from kclassify.inference import load_predictor
+    from kclassify.inference.explain import gradcam, keras_model
+
+    # Grad-CAM of a two-phase run finds the pooled feature map as in any run (issue 30)
+    heats, picked = gradcam(keras_model(load_predictor(tmp_path / "run")),
+                            np.stack([make_image(k, 16, seed=7) for k in range(3)]))
+    assert heats.shape == (3, 2, 2) and np.isfinite(heats).all() and picked.shape == (3,)
 
 
 
