@@ -154,6 +154,39 @@ def test_a_mixed_precision_model_gets_the_same_heat_as_its_float32_copy():
     assert np.abs(heat_mixed - heat_plain).max() < 0.1  # bfloat16 rounding, not another map
 
 
+def test_the_heat_is_the_log_probabilitys_and_survives_a_saturated_softmax():
+    """The log-odds' gradient is the log-probability's divided by 1 - p: the same map, scaled to its peak, except
+    where p nears 1 in float32 and the log-probability's gradient loses its digits, then vanishes (a confident
+    mistake would show no heat)."""
+    import keras
+    import tensorflow as tf
+
+    from kclassify.inference.explain import gradcam
+    from kclassify.models.build import OUTPUT_LAYER, POOL_LAYER, build_classifier
+
+    keras.utils.set_random_seed(3)
+    model = build_classifier("small_cnn", 3, SIZE)
+    output = model.get_layer(OUTPUT_LAYER)
+    output.kernel.assign(output.kernel * 1e-3)  # probabilities far from 0 and 1, where float32 is exact enough
+    images = np.stack([corner_image("top_left", i) for i in range(4)])
+    heats, picked = gradcam(model, images)
+
+    probe = keras.Model(model.inputs, [model.get_layer(POOL_LAYER).input, model.output])
+    with tf.GradientTape() as tape:
+        fmap, probs = probe(tf.constant(images, tf.float32))
+        score = tf.math.log(tf.gather(probs, picked, axis=1, batch_dims=1))
+    weights = tf.reduce_mean(tape.gradient(score, fmap), axis=(1, 2), keepdims=True)
+    by_hand = tf.nn.relu(tf.reduce_sum(fmap * weights, axis=-1)).numpy()
+    by_hand /= by_hand.max(axis=(1, 2), keepdims=True)
+    assert np.array_equal(picked, np.argmax(probs.numpy(), axis=1)) and probs.numpy().max() < 0.99
+    np.testing.assert_allclose(heats, by_hand, atol=1e-4)
+
+    output.kernel.assign(output.kernel * 1e7)  # logits thousands apart: the softmax is exactly one-hot
+    assert (model.predict(images, verbose=0).max(axis=1) == 1.0).all()
+    saturated, _ = gradcam(model, images)
+    assert (saturated.max(axis=(1, 2)) == 1.0).all()
+
+
 def test_a_model_without_gradients_is_refused_with_what_to_pass():
     from kclassify.errors import ModelLoadError
     from kclassify.inference.explain import keras_model

@@ -2,7 +2,10 @@
 
 The class score's gradient with respect to the backbone's last spatial feature map, averaged over the
 map's positions, weighs its channels; the weighted sum, through a ReLU, is the heat: high where the
-features that raise the class are (the Keras example "Grad-CAM class activation visualization"). Every
+features that raise the class are (the Keras example "Grad-CAM class activation visualization"). The
+score is the class's log-odds against the others, from the logits before the softmax: proportional, image
+by image, to the log-probability's gradient, without its vanishing when a confident prediction's
+probability rounds to 1 in float32 (where the report's most confident mistakes are). Every
 kclassify classifier is ``image -> [block mean] -> preprocessing -> backbone -> pool -> head``, the
 backbone being the registry record's model, so its last feature map is the input of the layer named
 :data:`kclassify.models.build.POOL_LAYER` whatever the backbone: nothing is guessed from layer names
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError
-from ..models.build import POOL_LAYER
+from ..models.build import OUTPUT_LAYER, POOL_LAYER
 
 ALPHA = 0.45  # the heat's share of an overlay pixel at full heat
 
@@ -29,12 +32,14 @@ def keras_model(predictor):
     if predictor.kind != "keras" or model is None:
         raise ModelLoadError(f"{predictor.path or 'this model'} is a {predictor.kind} model: Grad-CAM needs the "
                              "gradients of a Keras model. Pass the run folder or its model.keras instead.")
-    try:
-        model.get_layer(POOL_LAYER)
-    except ValueError:
-        raise ModelLoadError(f"{predictor.path or model.name} has no {POOL_LAYER!r} layer: Grad-CAM reads the "
-                             "feature map kclassify's classifiers pool; this model was not built by kclassify "
-                             "fit.") from None
+    for layer in (POOL_LAYER, OUTPUT_LAYER):
+        try:
+            model.get_layer(layer)
+        except ValueError:
+            raise ModelLoadError(f"{predictor.path or model.name} has no {layer!r} layer: Grad-CAM reads the "
+                                 f"feature map kclassify's classifiers pool ({POOL_LAYER!r}) and the logits of "
+                                 f"their softmax ({OUTPUT_LAYER!r}); this model was not built by kclassify "
+                                 "fit.") from None
     return model
 
 
@@ -49,15 +54,17 @@ def gradcam(model, images: np.ndarray, classes=None) -> tuple[np.ndarray, np.nda
     import keras
     import tensorflow as tf
 
-    features = model.get_layer(POOL_LAYER).input
-    probe = keras.Model(model.inputs, [features, model.output])
+    output = model.get_layer(OUTPUT_LAYER)
+    probe = keras.Model(model.inputs, [model.get_layer(POOL_LAYER).input, output.input])
     x = tf.constant(np.asarray(images, np.float32))
     with tf.GradientTape() as tape:
-        fmap, probs = probe(x, training=False)
-        probs = tf.cast(probs, tf.float32)
-        picked = np.argmax(probs.numpy(), axis=1) if classes is None else np.asarray(classes, np.int64)
-        # the log-probability: the softmax's gradient vanishes for a confident class, its log's does not
-        score = tf.math.log(tf.gather(probs, picked, axis=1, batch_dims=1) + 1e-12)
+        fmap, hidden = probe(x, training=False)
+        logits = tf.cast(hidden, tf.float32) @ tf.cast(output.kernel, tf.float32) + tf.cast(output.bias, tf.float32)
+        picked = np.argmax(logits.numpy(), axis=1) if classes is None else np.asarray(classes, np.int64)
+        mine = tf.one_hot(picked, logits.shape[-1], dtype=tf.float32)
+        score = tf.reduce_sum(logits * mine, axis=1)
+        if logits.shape[-1] > 1:  # log-odds: the class's logit against the log-sum-exp of the others'
+            score -= tf.reduce_logsumexp(logits - 1e9 * mine, axis=1)
     # the gradient with respect to the map the model computed (a mixed-precision checkpoint's is bfloat16:
     # a float32 copy of it is not on the path to the score, and its gradient would be None)
     grads = tape.gradient(score, fmap)

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 INPUT_LAYER = "image"
 NORMALIZATION_LAYER = "normalization"
 POOL_LAYER = "pool"  # its input is the backbone's last spatial feature map (Grad-CAM reads it)
+OUTPUT_LAYER = "predictions"  # the softmax Dense; Grad-CAM reads its logits
 DOWNSAMPLE_LAYER = "downsample"  # with input_scale K > 1: the KxK average the input goes through first
 AUTO_SCALE_MAX_INPUT = 256  # --input-scale's default keeps the model's input within this
 
@@ -228,7 +229,7 @@ def _head(x, num_classes: int, pooling: str, hidden_units: int, hidden_activatio
     if dropout > 0:
         x = layers.Dropout(float(dropout), name="dropout")(x)
     # float32 output keeps softmax stable under mixed precision.
-    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name=OUTPUT_LAYER)(x)
 
 
 def _checked_sizes(spec: BackboneSpec, image_size: int | None, input_scale: int) -> tuple[int, int]:
