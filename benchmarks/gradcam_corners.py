@@ -106,8 +106,8 @@ def main() -> None:
         model = keras_model(predictor)
         test = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]  # fit's own, on its test split
         right, hottest, total, correct, cells, row = 0, 0, 0, 0, None, []
-        for label in CLASSES[args.rule]:
-            drawn = [corner_image(args.rule, label, 5000 + i, args.size) for i in range(20)]
+        for k, label in enumerate(CLASSES[args.rule]):  # each class its own noise (and corners)
+            drawn = [corner_image(args.rule, label, 5000 + 100 * k + i, args.size) for i in range(20)]
             images = np.stack([image for image, _ in drawn])
             heats, picked = gradcam(model, images)
             cells = heats.shape[1:]

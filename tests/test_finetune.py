@@ -10,7 +10,9 @@ import pytest
 from conftest import make_image, stop_after, write_class_folder
 from kclassify.config import build_config
 from kclassify.errors import ConfigError, WeightsError
-from kclassify.models.build import backbone_of, build_classifier
+from kclassify.inference import load_predictor
+from kclassify.inference.explain import gradcam, keras_model
+from kclassify.models.build import POOL_LAYER, backbone_of, build_classifier
 from kclassify.models.small_cnn import SmallCNN
 from kclassify.training.finetune import _first_unfrozen, plan_phases, unfreeze_top
 
@@ -92,15 +94,12 @@ def test_head_phase_freezes_and_finetune_keeps_batchnorm(image_folder, tmp_path,
         lrs = [float(r["learning_rate"]) for r in csv.DictReader(f)]
     assert lrs[1] < 0.0011  # fine-tuning starts at lr x 0.1
 
-    from kclassify.inference import load_predictor
-    from kclassify.inference.explain import gradcam, keras_model
-
     # Grad-CAM of a two-phase run finds the pooled feature map as in any run (issue 30)
-    heats, picked = gradcam(keras_model(load_predictor(tmp_path / "run")),
-                            np.stack([make_image(k, 16, seed=7) for k in range(3)]))
-    assert heats.shape == (3, 2, 2) and np.isfinite(heats).all() and picked.shape == (3,)
-
-
+    predictor = load_predictor(tmp_path / "run")
+    model, size = keras_model(predictor), predictor.image_size
+    heats, picked = gradcam(model, np.stack([make_image(k, size, seed=7) for k in range(3)]))
+    cells = tuple(model.get_layer(POOL_LAYER).input.shape[1:3])
+    assert heats.shape == (3, *cells) and min(cells) > 1 and np.isfinite(heats).all() and picked.shape == (3,)
 
 
 # inside the head phase, at the phase boundary, inside fine-tuning; the quick lane resumes at the boundary

@@ -32,14 +32,19 @@ def keras_model(predictor):
     if predictor.kind != "keras" or model is None:
         raise ModelLoadError(f"{predictor.path or 'this model'} is a {predictor.kind} model: Grad-CAM needs the "
                              "gradients of a Keras model. Pass the run folder or its model.keras instead.")
-    for layer in (POOL_LAYER, OUTPUT_LAYER):
-        try:
-            model.get_layer(layer)
-        except ValueError:
-            raise ModelLoadError(f"{predictor.path or model.name} has no {layer!r} layer: Grad-CAM reads the "
-                                 f"feature map kclassify's classifiers pool ({POOL_LAYER!r}) and the logits of "
-                                 f"their softmax ({OUTPUT_LAYER!r}); this model was not built by kclassify "
-                                 "fit.") from None
+    import keras
+
+    try:
+        model.get_layer(POOL_LAYER)
+        output = model.get_layer(OUTPUT_LAYER)
+    except ValueError:
+        output = None
+    if not (isinstance(output, keras.layers.Dense) and output.use_bias
+            and keras.activations.serialize(output.activation) == "softmax"):
+        raise ModelLoadError(f"{predictor.path or model.name} was not built by kclassify fit: Grad-CAM reads the "
+                             f"feature map its classifiers pool (the input of a layer named {POOL_LAYER!r}) and the "
+                             f"logits of their softmax Dense layer ({OUTPUT_LAYER!r}). Pass a run folder or its "
+                             "model.keras.")
     return model
 
 
@@ -61,6 +66,9 @@ def gradcam(model, images: np.ndarray, classes=None) -> tuple[np.ndarray, np.nda
         fmap, hidden = probe(x, training=False)
         logits = tf.cast(hidden, tf.float32) @ tf.cast(output.kernel, tf.float32) + tf.cast(output.bias, tf.float32)
         picked = np.argmax(logits.numpy(), axis=1) if classes is None else np.asarray(classes, np.int64)
+        if picked.shape != (len(x),) or not ((picked >= 0) & (picked < logits.shape[-1])).all():
+            raise ValueError(f"classes: one class index in 0-{logits.shape[-1] - 1} per image ({len(x)}), "
+                             f"got {picked.tolist()}")
         mine = tf.one_hot(picked, logits.shape[-1], dtype=tf.float32)
         score = tf.reduce_sum(logits * mine, axis=1)
         if logits.shape[-1] > 1:  # log-odds: the class's logit against the log-sum-exp of the others'
