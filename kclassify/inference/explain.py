@@ -16,6 +16,7 @@ inside the backbone. It needs gradients, so a Keras model (a run folder or a ``.
 from __future__ import annotations
 
 import io
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -124,9 +125,8 @@ def overlay_pngs(predictor, paths, classes, batch_size: int = 16) -> list[bytes 
     """The Grad-CAM overlay (PNG) of ``classes[i]`` over each file ``paths[i]`` (None where it does not decode)."""
     model = keras_model(predictor)
     out: list[bytes | None] = [None] * len(paths)
-    found = list(_decoded(predictor, paths))
-    for start in range(0, len(found), batch_size):
-        chunk = found[start:start + batch_size]
+    found = _decoded(predictor, paths)  # a generator: one batch of decoded images in memory at a time
+    while chunk := list(islice(found, batch_size)):
         images = np.stack([image for _, image in chunk])
         heats, _ = gradcam(model, images, [classes[i] for i, _ in chunk])
         for (i, image), heat in zip(chunk, heats):
@@ -140,25 +140,17 @@ def explain_files(predictor, paths, folder, batch_size: int = 16) -> list[Path]:
     Images are decoded and resized as the predictor does (:attr:`Predictor.resize`); a file that cannot be
     decoded is skipped (``predict`` reports it). Names are the files' own, numbered when two collide.
     """
-    from ..data.pipeline import decode_image
-
     model = keras_model(predictor)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written, used = [], set()
     paths = [Path(p) for p in paths]
-    for start in range(0, len(paths), batch_size):
-        chunk, images = [], []
-        for path in paths[start:start + batch_size]:
-            try:
-                images.append(decode_image(str(path), predictor.image_size, predictor.resize).numpy())
-                chunk.append(path)
-            except Exception:  # noqa: BLE001 - an undecodable file: predict already says why
-                continue
-        if not chunk:
-            continue
-        heats, picked = gradcam(model, np.stack(images))
-        for path, image, heat, klass in zip(chunk, images, heats, picked):
+    found = _decoded(predictor, paths)  # a generator: one batch of decoded images in memory at a time
+    while chunk := list(islice(found, batch_size)):
+        images = np.stack([image for _, image in chunk])
+        heats, picked = gradcam(model, images)
+        for (i, image), heat, klass in zip(chunk, heats, picked):
+            path = paths[i]
             name, n = f"{path.stem}.{predictor.labels[klass]}.gradcam.png", 1
             while name in used:
                 n += 1
