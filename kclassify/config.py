@@ -144,7 +144,8 @@ class TrainConfig:
         high=20.0)
     ema: float = _opt(
         0.0, "average the weights: an exponential moving average with this momentum (e.g. 0.999; Keras' use_ema), "
-        "which validation, checkpoints and the saved model use, BatchNorm statistics recomputed for it; 0: off",
+        "which validation, checkpoints and the saved model use (BatchNorm statistics: averaged each epoch, recomputed for "
+        "the saved model); 0: off",
         low=0.0, high=0.99999)
     progressive_resize: float = _opt(
         0.0, "progressive resizing: the first quarter of the schedule trains on images this fraction of the input "

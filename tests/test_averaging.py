@@ -36,16 +36,12 @@ def _tiny_model(momentum: float):
 
 
 def test_the_kept_weights_are_the_hand_computed_average():
-    import tensorflow as tf
-
     from kclassify.training import averaging
 
     x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
     y = np.array([[1.0], [2.0], [0.5]], np.float32)
     model, seen = _tiny_model(0.5), Recorder()
-    images = tf.data.Dataset.from_tensor_slices(x).batch(1)
-    model.fit(x, y, batch_size=1, epochs=2, shuffle=False, verbose=0,
-              callbacks=averaging.wrap(seen.callbacks, images))
+    model.fit(x, y, batch_size=1, epochs=2, shuffle=False, verbose=0, callbacks=averaging.wrap(seen.callbacks))
     w = seen.steps  # the raw weights after each of the 6 steps
     average = w[0]  # Keras starts the average at the first step's weights
     expected = []
@@ -78,22 +74,37 @@ def test_batchnorm_statistics_become_the_mean_over_the_batches():
     assert np.allclose(bn.moving_variance.numpy(), [0.0, 1.0], atol=1e-3)  # each batch's variance: 0 and 1
 
 
-def test_the_compiled_recompute_over_a_kept_iterator_takes_the_next_batches():
-    """The callbacks' path: one compiled forward pass (traced with the momenta at 0), one iterator kept
-    across epochs, so each recompute takes the batches after the last one's."""
+def test_each_epoch_shows_the_moving_average_of_the_batchnorm_statistics():
+    """Validation and checkpoints see the raw weights' statistics averaged at the weights' momentum, brought
+    up to date at each epoch's end as M ** steps (no forward pass)."""
     import keras
-    import tensorflow as tf
 
-    from kclassify.training.averaging import _Averaged
+    from kclassify.training import averaging
 
-    model = keras.Sequential([keras.Input((2,)), keras.layers.BatchNormalization(momentum=0.99)])
-    rows = np.repeat(np.arange(1.0, 7.0, dtype=np.float32), 4)[:, None] * np.ones((1, 2), np.float32)
-    state = _Averaged(tf.data.Dataset.from_tensor_slices(rows).batch(4), steps=2)  # six batches, constant within
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.BatchNormalization(momentum=0.0), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01, use_ema=True, ema_momentum=0.8), loss="mse")
     bn = model.layers[0]
-    for expected in (1.5, 3.5, 5.5, 1.5):  # batches (1, 2), (3, 4), (5, 6), then the repeat's (1, 2)
-        assert state.recompute(model) == 2
-        assert np.allclose(bn.moving_mean.numpy(), [expected, expected])
-        assert np.allclose(bn.moving_variance.numpy(), [0.0, 0.0], atol=1e-4) and bn.momentum == 0.99
+    x = np.array([[1.0], [3.0], [5.0], [7.0], [2.0], [4.0]], np.float32)  # batches of 2: means 2, 6, 3
+    raw, shown = [], []
+
+    class Raw(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raw.append(float(bn.moving_mean.numpy()[0]))  # momentum 0: the batch's own mean
+
+    class Shown(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            shown.append((float(bn.moving_mean.numpy()[0]), float(bn.moving_variance.numpy()[0])))
+
+    model.fit(x, x, batch_size=2, epochs=2, shuffle=False, verbose=0,
+              callbacks=averaging.wrap([Raw(), Shown()]))
+    assert raw == [2.0, 6.0, 3.0, 2.0, 6.0, 3.0]
+    decay = 0.8 ** 3  # three steps an epoch
+    mean1 = decay * 0.0 + (1 - decay) * 3.0  # from the untrained layer's 0, to epoch 1's last raw mean
+    mean2 = decay * mean1 + (1 - decay) * 3.0
+    var1 = decay * 1.0 + (1 - decay) * 1.0  # batch (2, 4): variance 1, as the start's
+    assert np.allclose([m for m, _ in shown], [mean1, mean2]) and np.allclose([v for _, v in shown], [var1, var1])
+    assert np.isclose(float(bn.moving_mean.numpy()[0]), mean2)  # kept with the averaged weights at the end
 
 
 @pytest.mark.slow
@@ -104,3 +115,33 @@ def test_fit_with_ema_trains_and_keeps_an_average(tmp_path):
     result = fit(data=str(data), output=tmp_path / "run", verbose=0, **{**TINY, "ema": 0.9})
     assert result.metrics["test"]["accuracy"] == 1.0  # separable colours
     assert "ema: 0.9" in (result.run_dir / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_the_saved_average_has_batchnorm_statistics_of_its_own(tmp_path):
+    """model.keras' statistics are recomputed for the averaged weights (recomputing them again over the
+    training images changes nothing), where the epochs' checkpoints hold the moving average."""
+    import csv
+
+    import keras
+
+    from kclassify import fit
+    from kclassify.data.pipeline import decode_image
+    from kclassify.training.averaging import batchnorm_layers, batchnorm_statistics, recompute_batchnorm
+
+    data = write_class_folder(tmp_path / "data", per_class=12)
+    settings = {**TINY, "ema": 0.5, "batch_size": 64, "mixed_precision": False}  # one batch: the whole training set
+    run = fit(data=str(data), output=tmp_path / "run", verbose=0, **settings).run_dir
+    with open(run / "split.csv", newline="") as f:
+        train = [data / r["path"] for r in csv.DictReader(f) if r["split"] == "train"]
+    x = np.stack([decode_image(str(p), TINY["image_size"]).numpy() for p in train]).astype(np.float32)
+
+    def statistics(model):
+        return [v.numpy().copy() for v in batchnorm_statistics(batchnorm_layers(model))]
+
+    saved = keras.models.load_model(run / "model.keras")
+    kept = statistics(saved)
+    assert recompute_batchnorm(saved, [x], steps=1) == 1
+    assert all(np.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(kept, statistics(saved)))
+    moving = statistics(keras.models.load_model(run / "checkpoints" / "last.keras"))
+    assert not all(np.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(kept, moving))

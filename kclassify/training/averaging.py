@@ -5,15 +5,23 @@
 the first step's weights as the start). The averaged weights sit between the noisy late iterates
 of a schedule, which tends to generalise better than any single one of them (Polyak averaging; the
 EMA of timm and EfficientNet's recipes). BatchNorm's moving statistics, though, were gathered under
-the raw weights, not the averaged ones: each time the averaged weights are shown, the statistics are
-recomputed for them from training batches (the mean over ``steps`` batches in training mode, as
-SWA's ``bn_update`` does).
+the raw weights, not the averaged ones:
+
+- each epoch, validation and the checkpoints see the averaged weights with a moving average of the
+  raw weights' BatchNorm statistics at the same momentum (what timm's model EMA averages: its
+  buffers with its weights), taken at each epoch's end as ``M ** steps``: no forward pass;
+- the run's saved model gets statistics recomputed for its own weights (:func:`finish`: the mean over
+  ``BN_STEPS`` training batches in training mode, as SWA's ``bn_update`` does), once, at the end.
+
+Recomputing them each epoch instead (the mean over 20 batches the input pipeline augments, through a
+forward pass) was, with the per-step update, what made a 10-minute run train 28 % fewer epochs on 2 CPU
+cores (docs/benchmarks.md, "Mixup and weight averaging at 10 minutes").
 
 Two callbacks wrap each phase's callbacks (:func:`wrap`): the first swaps the averaged weights in before
 validation (or at the epoch's end when there is none), so the monitored metric, ``best.keras`` and
 ``last.keras`` are the average's; the second swaps the raw weights and statistics back before the
 resume backup, so training and a resumed run go on from the raw iterate. At the end of training the
-averaged weights stay in the model.
+averaged weights and statistics stay in the model.
 """
 
 from __future__ import annotations
@@ -75,33 +83,40 @@ def recompute_batchnorm(model, images, steps: int = BN_STEPS, forward=None) -> i
 
 class _Averaged:
     """The state the two callbacks share: whether the averaged weights are in, the raw ones kept aside, and
-    what recomputing the statistics needs each epoch: one iterator over the training batches (a fresh
-    one each time would refill the shuffle buffer from the whole training set) and one compiled
-    training-mode forward pass (eager, it cost about as much as the epoch's training on a small CNN).
+    the moving average of the BatchNorm statistics (float64 arrays; ``at``: the optimizer step it was
+    last brought to)."""
 
-    What the kept iterator costs: its own shuffle buffer, which the pipeline sizes to the whole training
-    set (one more copy of the decoded training images in memory, uint8 at the input size), and a few
-    prefetched batches, which under progressive resizing may still be at the previous stage's side in
-    the first recompute of a stage (BatchNorm statistics are then partly from the smaller images)."""
-
-    def __init__(self, images, steps: int):
-        self.images, self.steps = images, steps
+    def __init__(self):
         self.raw = None
-        self._batches = self._forward = None
+        self.statistics, self.at = None, None
 
-    def recompute(self, model) -> int:
-        if self._batches is None:
-            self._batches = iter(self.images.repeat())
-            self._forward = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
-        return recompute_batchnorm(model, self._batches, self.steps, self._forward)
+    def start(self, model) -> None:
+        """The statistics' average starts at the model's own, as the weights' starts at its weights."""
+        self.statistics = [v.numpy().astype(np.float64) for v in batchnorm_statistics(batchnorm_layers(model))]
+        self.at = int(model.optimizer.iterations.numpy())
+
+    def track(self, model, raw: list) -> None:
+        """Bring the statistics' average to the optimizer's step: ``raw`` (the raw weights' statistics now)
+        weighs ``1 - M ** steps``, the steps since the last update standing in for that many updates."""
+        if self.statistics is None:
+            self.start(model)
+        step = int(model.optimizer.iterations.numpy())
+        decay = float(model.optimizer.ema_momentum) ** max(step - self.at, 0)
+        self.statistics = [decay * a + (1.0 - decay) * r for a, r in zip(self.statistics, raw)]
+        self.at = step
+
+    def show_statistics(self, model) -> None:
+        for var, value in zip(batchnorm_statistics(batchnorm_layers(model)), self.statistics or []):
+            var.assign(value.astype(var.dtype))
 
     def swap_in(self, model) -> None:
         if self.raw is not None or not getattr(model.optimizer, "use_ema", False) or not model.optimizer.built:
             return
-        stats = batchnorm_statistics(batchnorm_layers(model))
-        self.raw = ([v.numpy() for v in model.trainable_variables], [v.numpy() for v in stats])
+        stats = [v.numpy() for v in batchnorm_statistics(batchnorm_layers(model))]
+        self.raw = ([v.numpy() for v in model.trainable_variables], stats)
+        self.track(model, stats)
         model.optimizer.finalize_variable_values(model.trainable_variables)  # the average into the model
-        self.recompute(model)
+        self.show_statistics(model)
 
     def swap_out(self, model) -> None:
         if self.raw is None:
@@ -115,7 +130,7 @@ class _Averaged:
 
 
 class SwapIn(keras.callbacks.Callback):
-    """First of a phase's callbacks: the averaged weights (BatchNorm recomputed) for validation and checkpoints."""
+    """First of a phase's callbacks: the averaged weights and statistics for validation and checkpoints."""
 
     def __init__(self, state: _Averaged):
         super().__init__()
@@ -123,6 +138,8 @@ class SwapIn(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         start_average(self.model.optimizer, self.model)
+        if getattr(self.model.optimizer, "use_ema", False):
+            self.state.start(self.model)
 
     def on_test_begin(self, logs=None):
         self.state.swap_in(self.model)
@@ -132,9 +149,10 @@ class SwapIn(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         # Keras' fit has already written the average into the model (finalize_variable_values); the
-        # BatchNorm statistics are still the raw weights': recompute them, and keep the average.
+        # BatchNorm statistics are still the raw weights': the average's go with it (fit then recomputes
+        # the saved model's, :func:`finish`).
         if self.state.raw is None and getattr(self.model.optimizer, "use_ema", False):
-            self.state.recompute(self.model)
+            self.state.show_statistics(self.model)
 
 
 class SwapOut(keras.callbacks.Callback):
@@ -166,10 +184,18 @@ def start_average(optimizer, model) -> None:
                 average.assign(var)
 
 
-def wrap(callbacks: list, images, steps: int = BN_STEPS) -> list:
+def wrap(callbacks: list) -> list:
     """``callbacks`` with the averaging pair around them: SwapIn first, SwapOut before BackupAndRestore (or last)."""
-    state = _Averaged(images, steps)
+    state = _Averaged()
     out = [SwapIn(state), *callbacks]
     backup = next((i for i, c in enumerate(out) if isinstance(c, keras.callbacks.BackupAndRestore)), len(out))
     out.insert(backup, SwapOut(state))
     return out
+
+
+def finish(model, images, steps: int = BN_STEPS) -> int:
+    """The averaged model a run keeps gets BatchNorm statistics of its own: recomputed over ``steps``
+    batches of ``images`` (the training pipeline) with one compiled training-mode forward pass (eager,
+    it costs several times as much). Returns the batches used."""
+    forward = tf.function(lambda x: model(x, training=True), reduce_retracing=True)  # traced with momenta at 0
+    return recompute_batchnorm(model, images, steps, forward)

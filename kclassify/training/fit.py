@@ -23,7 +23,7 @@ from ..errors import ConfigError, RunFolderError
 from ..models.build import float32_model, with_input_size
 from ..runs import DEFAULT_ROOT, RunFolder, default_run_name, host, versions, write_excluded
 from ..textfiles import write_atomic, write_json, write_labels
-from . import multiworker
+from . import averaging, multiworker
 from .callbacks import monitor_mode, standard_callbacks, truncate_history
 from .losses import build_loss
 from .recipe import (Recipe, build_model, keras_fit, make_recipe, policy_for, precision, resolve,
@@ -107,7 +107,10 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
         shutil.rmtree(run.root, ignore_errors=True)
         return FitResult(chief_run.root, model, history, {})
     kept = kept_epoch(run, cfg.train.keep, recipe.monitor)
-    model = _saved_form(_kept_model(run, model, cfg.train.keep), recipe.cfg)
+    model = _kept_model(run, model, cfg.train.keep)
+    if cfg.train.ema > 0:  # the averaged weights' own BatchNorm statistics, once
+        averaging.finish(model, recipe.datasets["train"])
+    model = _saved_form(model, recipe.cfg)
     metrics = _evaluate_test(model, data)
     _write_run_end(run, model, metrics, throughput, started, data, kept=kept)
     if budget:  # once complete: a run killed before this resumes against its own (planned) settings
@@ -220,7 +223,7 @@ def _run_info(cfg: Config, data: PreparedData, started: float, **extra) -> dict[
 # --keep: which checkpoint of the run becomes its model.keras (config.KEEP_RULES holds the same keys).
 KEEP_RULES = {
     "best": "best.keras",  # Keras' ModelCheckpoint(save_best_only) on the monitored metric
-    "last": "last.keras",  # the final epoch's (with --ema: the average, BatchNorm recomputed for it)
+    "last": "last.keras",  # the final epoch's (with --ema: the average; fit recomputes its BatchNorm statistics)
 }
 
 

@@ -280,7 +280,7 @@ def keras_fit(recipe: Recipe, callbacks: Callable[[Phase], list], verbose="auto"
     def phase_callbacks(phase: Phase) -> list:
         cbs = callbacks(phase)
         if recipe.cfg.train.ema > 0:
-            cbs = averaging.wrap(cbs, recipe.datasets["train"])
+            cbs = averaging.wrap(cbs)
         if recipe.side is not None:  # first: the loggers see the side it sets
             cbs = [progressive.ProgressiveResize(recipe.side, recipe.sides,
                                                  total_epochs or (lambda: recipe.cfg.train.epochs)), *cbs]
