@@ -33,6 +33,31 @@ def write_class_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int
     return root
 
 
+def batchnorm_statistics_of(model) -> list:
+    from kclassify.training.averaging import batchnorm_layers, batchnorm_statistics
+
+    return [v.numpy().copy() for v in batchnorm_statistics(batchnorm_layers(model))]
+
+
+def has_own_batchnorm_statistics(model_file: Path, data: Path, split_csv: Path, image_size: int) -> bool:
+    """Whether ``model_file``'s BatchNorm statistics are those of its own weights over its training images
+    (``--ema``'s saved average): recomputing them over those images, as one batch, changes nothing."""
+    import csv
+
+    import keras
+
+    from kclassify.data.pipeline import decode_image
+    from kclassify.training.averaging import recompute_batchnorm
+
+    with open(split_csv, newline="") as f:
+        train = [data / r["path"] for r in csv.DictReader(f) if r["split"] == "train"]
+    x = np.stack([decode_image(str(p), image_size).numpy() for p in train]).astype(np.float32)
+    model = keras.models.load_model(model_file)
+    kept = batchnorm_statistics_of(model)
+    assert kept and recompute_batchnorm(model, [x], steps=1) == 1
+    return all(np.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(kept, batchnorm_statistics_of(model)))
+
+
 # ---------------------------------------------------------------- the two lanes
 # `pytest -m "not slow"` is the quick lane. A whole run takes it first, and the first failure there stops the
 # run before the slow lane: a broken change fails in the quick lane's minutes, not the suite's. With

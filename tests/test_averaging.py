@@ -1,9 +1,10 @@
-"""Weight averaging (--ema): the average Keras keeps, shown to checkpoints and kept at the end; BatchNorm recomputed."""
+"""Weight averaging (--ema): the average Keras keeps, shown to checkpoints and kept at the end; BatchNorm's statistics
+averaged each epoch and recomputed for the saved model."""
 
 import numpy as np
 import pytest
 
-from conftest import TINY, write_class_folder
+from conftest import TINY, has_own_batchnorm_statistics, write_class_folder
 
 
 class Recorder:
@@ -76,35 +77,40 @@ def test_batchnorm_statistics_become_the_mean_over_the_batches():
 
 def test_each_epoch_shows_the_moving_average_of_the_batchnorm_statistics():
     """Validation and checkpoints see the raw weights' statistics averaged at the weights' momentum, brought
-    up to date at each epoch's end as M ** steps (no forward pass)."""
+    up to date at each epoch's end as M ** steps (no forward pass); training goes on from the raw ones."""
     import keras
 
     from kclassify.training import averaging
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((1,)), keras.layers.BatchNormalization(momentum=0.0), keras.layers.Dense(1)])
+    model = keras.Sequential([keras.Input((1,)), keras.layers.BatchNormalization(momentum=0.5), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.01, use_ema=True, ema_momentum=0.8), loss="mse")
     bn = model.layers[0]
-    x = np.array([[1.0], [3.0], [5.0], [7.0], [2.0], [4.0]], np.float32)  # batches of 2: means 2, 6, 3
+    x = np.array([[1.0], [3.0], [5.0], [9.0], [2.0], [2.0]], np.float32)  # batches of 2: means 2, 7, 2; variances 1, 4, 0
     raw, shown = [], []
 
     class Raw(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            raw.append(float(bn.moving_mean.numpy()[0]))  # momentum 0: the batch's own mean
+            raw.append((float(bn.moving_mean.numpy()[0]), float(bn.moving_variance.numpy()[0])))
 
     class Shown(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
+        def on_test_begin(self, logs=None):  # validation's view
             shown.append((float(bn.moving_mean.numpy()[0]), float(bn.moving_variance.numpy()[0])))
 
-    model.fit(x, x, batch_size=2, epochs=2, shuffle=False, verbose=0,
+    model.fit(x, x, batch_size=2, epochs=2, shuffle=False, verbose=0, validation_data=(x, x),
               callbacks=averaging.wrap([Raw(), Shown()]))
-    assert raw == [2.0, 6.0, 3.0, 2.0, 6.0, 3.0]
+    # the raw statistics by hand, momentum 0.5 from Keras' start (mean 0, variance 1), over both epochs:
+    # epoch 2 goes on from epoch 1's raw (3, 1.25), not from the average it showed
+    expected_raw, mean, var = [], 0.0, 1.0
+    for batch_mean, batch_var in [(2.0, 1.0), (7.0, 4.0), (2.0, 0.0)] * 2:
+        mean, var = 0.5 * mean + 0.5 * batch_mean, 0.5 * var + 0.5 * batch_var
+        expected_raw.append((mean, var))
+    assert np.allclose(raw, expected_raw)
     decay = 0.8 ** 3  # three steps an epoch
-    mean1 = decay * 0.0 + (1 - decay) * 3.0  # from the untrained layer's 0, to epoch 1's last raw mean
-    mean2 = decay * mean1 + (1 - decay) * 3.0
-    var1 = decay * 1.0 + (1 - decay) * 1.0  # batch (2, 4): variance 1, as the start's
-    assert np.allclose([m for m, _ in shown], [mean1, mean2]) and np.allclose([v for _, v in shown], [var1, var1])
-    assert np.isclose(float(bn.moving_mean.numpy()[0]), mean2)  # kept with the averaged weights at the end
+    first = [decay * s + (1 - decay) * r for s, r in zip((0.0, 1.0), expected_raw[2])]
+    second = [decay * a + (1 - decay) * r for a, r in zip(first, expected_raw[5])]
+    assert np.allclose(shown, [first, second])
+    assert np.allclose([bn.moving_mean.numpy()[0], bn.moving_variance.numpy()[0]], second)  # kept at the end
 
 
 @pytest.mark.slow
@@ -119,29 +125,14 @@ def test_fit_with_ema_trains_and_keeps_an_average(tmp_path):
 
 @pytest.mark.slow
 def test_the_saved_average_has_batchnorm_statistics_of_its_own(tmp_path):
-    """model.keras' statistics are recomputed for the averaged weights (recomputing them again over the
-    training images changes nothing), where the epochs' checkpoints hold the moving average."""
-    import csv
-
-    import keras
-
+    """model.keras' statistics are recomputed for the averaged weights, at the full size, where the epochs'
+    checkpoints hold the moving average."""
     from kclassify import fit
-    from kclassify.data.pipeline import decode_image
-    from kclassify.training.averaging import batchnorm_layers, batchnorm_statistics, recompute_batchnorm
 
     data = write_class_folder(tmp_path / "data", per_class=12)
-    settings = {**TINY, "ema": 0.5, "batch_size": 64, "mixed_precision": False}  # one batch: the whole training set
+    settings = {**TINY, "ema": 0.5, "batch_size": 64, "mixed_precision": False,  # one batch: the whole training set
+                "progressive_resize": 0.5}
     run = fit(data=str(data), output=tmp_path / "run", verbose=0, **settings).run_dir
-    with open(run / "split.csv", newline="") as f:
-        train = [data / r["path"] for r in csv.DictReader(f) if r["split"] == "train"]
-    x = np.stack([decode_image(str(p), TINY["image_size"]).numpy() for p in train]).astype(np.float32)
-
-    def statistics(model):
-        return [v.numpy().copy() for v in batchnorm_statistics(batchnorm_layers(model))]
-
-    saved = keras.models.load_model(run / "model.keras")
-    kept = statistics(saved)
-    assert recompute_batchnorm(saved, [x], steps=1) == 1
-    assert all(np.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(kept, statistics(saved)))
-    moving = statistics(keras.models.load_model(run / "checkpoints" / "last.keras"))
-    assert not all(np.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(kept, moving))
+    split, size = run / "split.csv", TINY["image_size"]
+    assert has_own_batchnorm_statistics(run / "model.keras", data, split, size)
+    assert not has_own_batchnorm_statistics(run / "checkpoints" / "last.keras", data, split, size)

@@ -66,6 +66,9 @@ def test_the_training_pipeline_resizes_to_the_side_the_variable_holds(tmp_path):
         assert tuple(x.shape[1:]) == (side, side, 3) and y.shape[-1] == 3
     x, _ = next(iter(recipe.datasets["val"]))
     assert tuple(x.shape[1:]) == (32, 32, 3)  # validation at the full size whatever the stage
+    recipe.side.assign(recipe.sides[0])  # e.g. a search's trial rebuilt, or a run its budget stopped early
+    x, _ = next(iter(recipe.final_batches()))  # what --ema's saved model recomputes BatchNorm over
+    assert tuple(x.shape[1:]) == (32, 32, 3)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import write_class_folder
+from conftest import has_own_batchnorm_statistics, write_class_folder
 from kclassify.cli import main
 from kclassify.config import build_config, load_yaml
 from kclassify.tuning import load_space
@@ -346,6 +346,19 @@ def test_then_fit_keeps_the_time_retraining_the_best_takes(values, seconds):
     assert KClassifyTuner.refit_reserve(tuner, trial) == pytest.approx(135.0)
     tuner.trial_stats = {}  # not measured yet: nothing to keep
     assert KClassifyTuner.refit_reserve(tuner, trial) == 0.0
+
+
+@pytest.mark.slow
+def test_a_trials_model_trained_with_ema_is_saved_with_its_own_batchnorm_statistics(small_data, tmp_path):
+    """then_fit reuse saves the best trial's averaged weights with BatchNorm statistics recomputed for them, as
+    fit saves its own (the trial's checkpoint holds their moving average); tune --distill's teachers too."""
+    from kclassify.tuning.final import best_run
+    from kclassify.tuning.tune import base_settings, tune
+
+    base, out = _base(small_data, epochs=2, ema=0.5, batch_size=64), tmp_path / "t"  # one batch: all training images
+    tune(base, load_space("default"), max_trials=1, output=out, objective="val_loss", then_fit="reuse")
+    run = best_run(out, base_settings(out, base), load_space("default"), "reuse", verbose=0)
+    assert has_own_batchnorm_statistics(run.run_dir / "model.keras", small_data, out / "split.csv", 16)
 
 
 @pytest.mark.slow

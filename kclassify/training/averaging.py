@@ -138,7 +138,10 @@ class SwapIn(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         start_average(self.model.optimizer, self.model)
-        if getattr(self.model.optimizer, "use_ema", False):
+        self.state.statistics = None  # started at the first epoch, after a resumed run's weights are restored
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.state.statistics is None and getattr(self.model.optimizer, "use_ema", False):
             self.state.start(self.model)
 
     def on_test_begin(self, logs=None):
@@ -151,7 +154,7 @@ class SwapIn(keras.callbacks.Callback):
         # Keras' fit has already written the average into the model (finalize_variable_values); the
         # BatchNorm statistics are still the raw weights': the average's go with it (fit then recomputes
         # the saved model's, :func:`finish`).
-        if self.state.raw is None and getattr(self.model.optimizer, "use_ema", False):
+        if self.state.raw is None and self.state.statistics is not None:  # none when no epoch ran
             self.state.show_statistics(self.model)
 
 

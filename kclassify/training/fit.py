@@ -107,10 +107,7 @@ def fit(config: Config | str | Path | None = None, *, hparams: str | Path | None
         shutil.rmtree(run.root, ignore_errors=True)
         return FitResult(chief_run.root, model, history, {})
     kept = kept_epoch(run, cfg.train.keep, recipe.monitor)
-    model = _kept_model(run, model, cfg.train.keep)
-    if cfg.train.ema > 0:  # the averaged weights' own BatchNorm statistics, once
-        averaging.finish(model, recipe.datasets["train"])
-    model = _saved_form(model, recipe.cfg)
+    model = _saved_form(_kept_model(run, model, cfg.train.keep), recipe.cfg, recipe.final_batches())
     metrics = _evaluate_test(model, data)
     _write_run_end(run, model, metrics, throughput, started, data, kept=kept)
     if budget:  # once complete: a run killed before this resumes against its own (planned) settings
@@ -136,25 +133,35 @@ def _check_budget(time_budget: float | None, cfg: Config) -> None:
                           "clock, and the others wait for it forever): give --epochs instead.")
 
 
-def save_run(model, cfg: Config, data: PreparedData, output: str | Path, *, started: float, **info) -> FitResult:
+def save_run(model, cfg: Config, data: PreparedData, output: str | Path, *, started: float, train_batches=None,
+             **info) -> FitResult:
     """A complete run folder for ``model``, trained elsewhere with ``cfg`` on ``data`` (a search's trial).
 
     It holds what ``fit`` writes (settings, split, labels, the model, test metrics, run.json with
     ``info`` added) but no history.csv or checkpoints, so every later command takes it as a fit's.
+    ``train_batches``: the training pipeline (``Recipe.final_batches``), which a model trained with
+    ``--ema`` needs to get its own BatchNorm statistics.
     """
     run = RunFolder(Path(output))
     cfg = resolve_precision(cfg)
     _open_run_folder(run, cfg)
     _write_run_start(run, cfg, data, started)
-    model = _saved_form(model, resolve(cfg))
+    model = _saved_form(model, resolve(cfg), train_batches)
     metrics = _evaluate_test(model, data)
     _write_run_end(run, model, metrics, [], started, data, **info)
     return FitResult(run.root, model, {}, metrics)
 
 
-def _saved_form(model, cfg: Config):
-    """The model as the run folder saves it: computing in float32, taking the input size of ``cfg`` (resolved)."""
-    return with_input_size(float32_model(model), cfg.data.image_size, cfg.model.input_scale)
+def _saved_form(model, cfg: Config, train_batches=None):
+    """The model as the run folder saves it: computing in float32, taking the input size of ``cfg`` (resolved);
+    trained with ``--ema``, its BatchNorm statistics recomputed for the averaged weights over ``train_batches``
+    (in float32, as every later command computes)."""
+    model = with_input_size(float32_model(model), cfg.data.image_size, cfg.model.input_scale)
+    if cfg.train.ema > 0:
+        if train_batches is None:
+            raise ValueError("a model trained with --ema is saved with its training batches (BatchNorm statistics)")
+        averaging.finish(model, train_batches)
+    return model
 
 
 def _open_run_folder(run: RunFolder, cfg: Config) -> bool:

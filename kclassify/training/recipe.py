@@ -69,6 +69,14 @@ class Recipe:
     def num_classes(self) -> int:
         return len(self.data.classes)
 
+    def final_batches(self) -> tf.data.Dataset:
+        """The training batches at the size the model is saved at (progressive resizing's last stage, also
+        for a run whose budget or resume stopped before it): what the saved average's BatchNorm statistics
+        are recomputed over (:func:`kclassify.training.averaging.finish`)."""
+        if self.side is not None:
+            self.side.assign(self.sides[-1])
+        return self.datasets["train"]
+
 
 def resolve(cfg: Config) -> Config:
     """Settings with what the backbone decides filled in: the image size, and the input scale from it."""

@@ -165,8 +165,9 @@ def teacher_runs(folder: Path, base: Config, space: SearchSpace, objective: str,
         out = folder / TEACHERS / f"trial_{doc['trial_id']}"
         if not (out / "model.keras").is_file():
             hp = keras_tuner.HyperParameters.from_config(doc["hyperparameters"])
-            model, cfg, data = _trial_model(folder, base, space, hp, folder / "tuner" / f"trial_{doc['trial_id']}")
-            result = save_run(model, cfg, data, out, started=time.time(),
+            model, cfg, data, batches = _trial_model(folder, base, space, hp,
+                                                     folder / "tuner" / f"trial_{doc['trial_id']}")
+            result = save_run(model, cfg, data, out, started=time.time(), train_batches=batches,
                               from_trial={"folder": str(folder.resolve()), "trial": doc["trial_id"], objective: doc["score"]})
             log.info("teacher: trial %s (%s %.4f), test accuracy %s", doc["trial_id"], objective, doc["score"],
                      (result.metrics.get("test") or {}).get("accuracy"))
@@ -175,20 +176,22 @@ def teacher_runs(folder: Path, base: Config, space: SearchSpace, objective: str,
 
 
 def _trial_model(folder: Path, base: Config, space: SearchSpace, hp, trial_dir: Path):
-    """A trial's own model (its checkpoint at its best epoch), its settings and the search's data."""
+    """A trial's own model (its checkpoint at its best epoch), its settings, the search's data and, for a trial
+    trained with ``--ema``, its training batches (``save_run`` recomputes the average's BatchNorm statistics)."""
     data = prepare_for(base, folder / "split.csv")
     hypermodel = ClassifierHyperModel(base, space, data, folder / "cache")
     model = hypermodel.build(hp)  # the trial's architecture and recipe; then its trained weights
     with warnings.catch_warnings():  # the checkpoint holds the optimizer's state too; a new model's is unbuilt
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model.load_weights(trial_dir / "checkpoint.weights.h5")
-    return model, hypermodel.config_for(hp), data
+    cfg = hypermodel.config_for(hp)
+    return model, cfg, data, hypermodel.recipe(hp).final_batches() if cfg.train.ema > 0 else None
 
 
 def _reuse(folder: Path, base: Config, space: SearchSpace, hp, checkpoint: Path, best: dict) -> FitResult:
     started = time.time()
-    model, cfg, data = _trial_model(folder, base, space, hp, checkpoint.parent)
+    model, cfg, data, batches = _trial_model(folder, base, space, hp, checkpoint.parent)
     log.info("best_run: trial %s's own model (%s %.4f at its best epoch), not retrained",
              best["trial"], best["objective"], best["score"])
-    return save_run(model, cfg, data, folder / BEST_RUN, started=started,
+    return save_run(model, cfg, data, folder / BEST_RUN, started=started, train_batches=batches,
                     from_trial={"folder": str(folder.resolve()), "trial": best["trial"], best["objective"]: best["score"]})
