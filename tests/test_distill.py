@@ -87,6 +87,43 @@ def test_teachers_are_averaged_reordered_resized_and_wrong_classes_refused(tmp_p
         load_teachers(str(one), ["cat", "dog", "fox"])
 
 
+def test_a_keras_teacher_computes_as_its_student_does(tmp_path):
+    """Under the student's mixed policy a Keras teacher computes in bfloat16 (its output in float32), and
+    its probabilities stay those of the saved float32 model within bfloat16's rounding."""
+    import keras
+    import tensorflow as tf
+
+    from kclassify.models.build import all_layers
+    from kclassify.training.distill import load_teachers
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    x = keras.layers.BatchNormalization(name="norm")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+    (tmp_path / "t").mkdir()
+    model.save(tmp_path / "t" / "model.keras")
+    (tmp_path / "t" / "labels.txt").write_text("a\nb\nc\n")
+    images = tf.random.stateless_uniform((8, 16, 16, 3), (1, 2), 0, 255)
+
+    plain = load_teachers(str(tmp_path / "t"), ["a", "b", "c"])[0].probabilities(images)
+    np.testing.assert_allclose(plain.numpy(), model(images).numpy(), atol=1e-6)  # float32: the saved arithmetic
+
+    mixed = load_teachers(str(tmp_path / "t"), ["a", "b", "c"], policy="mixed_bfloat16")[0].probabilities(images)
+    assert mixed.dtype == tf.float32
+    np.testing.assert_allclose(mixed.numpy(), plain.numpy(), atol=0.02)
+    assert np.abs(mixed.numpy() - plain.numpy()).max() > 0  # bfloat16 arithmetic, not the float32 model
+
+    from kclassify.models.build import with_policy
+
+    copy = with_policy(model, "mixed_bfloat16")
+    assert {layer.name: layer.dtype_policy.compute_dtype for layer in all_layers(copy) if layer.weights} == {
+        "conv": "bfloat16", "norm": "bfloat16", "predictions": "float32"}
+    assert with_policy(copy, "mixed_bfloat16") is copy and with_policy(model, "float32") is model
+
+
 def _manifest(root, noisy: bool) -> str:
     """A CSV of 3 colour classes, split 12/4/4 per class; ``noisy``: 9 of 12 training cats labelled dog."""
     from PIL import Image

@@ -253,29 +253,60 @@ def float32_model(model):
     SavedModel and TFLite exports and every later score run the same arithmetic on any
     machine (bfloat16 is emulated, and slow, on CPUs without it). The copy is not compiled.
     """
+    return with_policy(model, "float32")
+
+
+def with_policy(model, policy: str):
+    """``model`` rebuilt to compute under the Keras dtype policy ``policy``, with the same weights; ``model``
+    itself if every layer already computes in its compute dtype. Not compiled.
+
+    ``float32`` turns every layer to float32 (:func:`float32_model`). A mixed policy (``mixed_bfloat16``,
+    ``mixed_float16``) turns every layer to it except the model's outputs, which keep float32, as the
+    classifier head kclassify builds does (e.g. a ``fit --teacher`` model computing as its student does).
+    """
     import keras
 
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in all_layers(model)):
+    compute = keras.DTypePolicy(policy).compute_dtype
+    config = model.get_config()
+    outputs = _output_layer_names(config)
+    if all(layer.dtype_policy.compute_dtype == ("float32" if layer.name in outputs else compute)
+           for layer in all_layers(model)):
         return model
 
-    def plain(node):
+    def turned(node, to):
         if isinstance(node, dict):
             if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
-                return {**node, "config": {**node["config"], "name": "float32"}}
-            # a nested model's input is declared in the compute dtype the outer layers hand it
-            return {k: "float32" if k == "dtype" and v in ("bfloat16", "float16") else plain(v)
-                    for k, v in node.items()}
+                return {**node, "config": {**node["config"], "name": to}}
+            if to == "float32":  # a nested model's input is declared in the compute dtype the outer layers hand it
+                return {k: "float32" if k == "dtype" and v in ("bfloat16", "float16") else turned(v, to)
+                        for k, v in node.items()}
+            return {k: turned(v, to) for k, v in node.items()}
         if isinstance(node, list):
-            return [plain(v) for v in node]
+            return [turned(v, to) for v in node]
         return node
 
+    if policy == "float32" or "layers" not in config:
+        config = turned(config, policy)
+    else:  # a functional or Sequential model: its output layers stay float32
+        config = {**config, "layers": [turned(layer, "float32" if layer.get("config", {}).get("name") in outputs
+                                              else policy) for layer in config["layers"]]}
     previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy("float32")  # layers that name no dtype take the global one
+    keras.mixed_precision.set_global_policy(policy)  # layers that name no dtype take the global one
     try:
-        copy = model.__class__.from_config(plain(model.get_config()))
+        copy = model.__class__.from_config(config)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     return _with_weights_of(copy, model)
+
+
+def _output_layer_names(config: dict) -> set[str]:
+    """The names of the layers a model's ``get_config()`` outputs from: a functional model's
+    ``output_layers`` (``[name, node, tensor]`` or a list of them), a Sequential model's last layer."""
+    outputs = config.get("output_layers")
+    if outputs:
+        return {outputs[0]} if isinstance(outputs[0], str) else {o[0] for o in outputs}
+    layers = config.get("layers") or []
+    return {layers[-1].get("config", {}).get("name")} if layers else set()
 
 
 def _with_weights_of(copy, model):

@@ -14,7 +14,9 @@ the plain loss, comparable with an undistilled run. Metrics read the labels half
 
 A teacher is anything :func:`kclassify.inference.load_predictor` loads (a run folder, ``.keras``,
 SavedModel, ``.tflite``) with the student's classes (in any order); an input of another size is resized
-inside, as kclassify resizes.
+inside, as kclassify resizes. A Keras teacher computes as its student does (``--mixed-precision``: in
+bfloat16 on a CPU with AMX, its outputs in float32), since its forward passes share the student's time
+budget; SavedModel and TFLite teachers run the arithmetic they were exported with.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import tensorflow as tf
 from ..errors import ConfigError
 from ..inference import load_predictor
 from ..inference.backends import IMAGES_SIGNATURE
+from ..models.build import with_policy
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before their logarithm
 
@@ -68,13 +71,14 @@ def fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_teachers(spec: str | list[str] | None, classes: list[str]) -> list[Teacher]:
-    """The teachers of ``--teacher``, each checked against the student's ``classes``."""
+def load_teachers(spec: str | list[str] | None, classes: list[str], policy: str = "float32") -> list[Teacher]:
+    """The teachers of ``--teacher``, each checked against the student's ``classes``; Keras teachers compute
+    under the dtype ``policy`` (the student's)."""
     paths = parse_teachers(spec) if isinstance(spec, (str, type(None))) else list(spec)
-    return [_load(path, list(classes)) for path in paths]
+    return [_load(path, list(classes), policy) for path in paths]
 
 
-def _load(path: str, classes: list[str]) -> Teacher:
+def _load(path: str, classes: list[str], policy: str) -> Teacher:
     predictor = load_predictor(path)
     if sorted(predictor.labels) != sorted(classes):
         raise ConfigError(
@@ -90,7 +94,7 @@ def _load(path: str, classes: list[str]) -> Teacher:
         return tf.clip_by_value(tf.image.resize(x, [size, size], method="bilinear", antialias=True), 0.0, 255.0)
 
     if predictor.kind == "keras":
-        model = predictor.model
+        model = with_policy(predictor.model, policy)
 
         def run(x):
             return tf.cast(model(resized(x), training=False), tf.float32)

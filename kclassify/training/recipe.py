@@ -102,7 +102,7 @@ def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int
         train = mixed_resizes(train, images("train", size, "mediapipe"), cfg.data.phone_resize, seed)
     augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed, cfg.data.augment_policy)
     mix = build_mixing(cfg.data.mix, cfg.data.mix_alpha, seed)
-    teachers = load_teachers(cfg.train.teacher, data.classes)
+    teachers = load_teachers(cfg.train.teacher, data.classes, policy_for(cfg.train.mixed_precision))
     sides = _progressive_sides(cfg)
     side = tf.Variable(sides[0], trainable=False, dtype=tf.int32, name="train_side") if sides else None
     datasets = {
