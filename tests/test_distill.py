@@ -122,6 +122,29 @@ def test_a_keras_teacher_computes_as_its_student_does(tmp_path):
     assert {layer.name: layer.dtype_policy.compute_dtype for layer in all_layers(copy) if layer.weights} == {
         "conv": "bfloat16", "norm": "bfloat16", "predictions": "float32"}
     assert with_policy(copy, "mixed_bfloat16") is copy and with_policy(model, "float32") is model
+    # a Sequential model's output is its last layer; a functional model's outputs may be a dict
+    stack = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, name="hidden"),
+                              keras.layers.Dense(2, activation="softmax", name="out")])
+    assert [layer.dtype_policy.compute_dtype for layer in with_policy(stack, "mixed_bfloat16").layers] == [
+        "bfloat16", "float32"]
+    x = keras.Input((4,))
+    named = keras.Model(x, {"p": keras.layers.Dense(2, name="p")(keras.layers.Dense(5, name="h")(x))})
+    assert {layer.name: layer.dtype_policy.compute_dtype
+            for layer in with_policy(named, "mixed_bfloat16").layers if layer.weights} == {"h": "bfloat16",
+                                                                                          "p": "float32"}
+
+
+def test_teachers_compute_in_bfloat16_only_on_a_cpu_with_amx(monkeypatch):
+    """Teachers run in the tf.data pipeline, on the CPU: bfloat16 only where AMX computes it, never float16."""
+    from kclassify.training import recipe
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)  # "0" would keep even auto in float32
+    assert recipe.teacher_policy(True) == "float32"  # the tests' CPU counts as one without AMX: emulated
+    monkeypatch.setattr(recipe, "cpu_has_amx", lambda: True)
+    assert recipe.teacher_policy(None) == recipe.teacher_policy(True) == "mixed_bfloat16"
+    assert recipe.teacher_policy(False) == "float32"
+    monkeypatch.setattr(recipe.tf.config, "list_logical_devices", lambda kind=None: ["a GPU"] if kind == "GPU" else [])
+    assert recipe.policy_for(True) == "mixed_float16" and recipe.teacher_policy(True) == "float32"
 
 
 def _manifest(root, noisy: bool) -> str:

@@ -267,6 +267,8 @@ def with_policy(model, policy: str):
     import keras
 
     compute = keras.DTypePolicy(policy).compute_dtype
+    if compute == "float32" and all(layer.dtype_policy.compute_dtype == "float32" for layer in all_layers(model)):
+        return model  # before get_config(): a float32 model that cannot be serialized is still returned as it is
     config = model.get_config()
     outputs = _output_layer_names(config)
     if all(layer.dtype_policy.compute_dtype == ("float32" if layer.name in outputs else compute)
@@ -301,10 +303,13 @@ def with_policy(model, policy: str):
 
 def _output_layer_names(config: dict) -> set[str]:
     """The names of the layers a model's ``get_config()`` outputs from: a functional model's
-    ``output_layers`` (``[name, node, tensor]`` or a list of them), a Sequential model's last layer."""
+    ``output_layers`` (``[name, node, tensor]`` entries in any list or dict structure), a Sequential model's
+    last layer."""
+    import keras
+
     outputs = config.get("output_layers")
     if outputs:
-        return {outputs[0]} if isinstance(outputs[0], str) else {o[0] for o in outputs}
+        return {x for x in keras.tree.flatten(outputs) if isinstance(x, str)}
     layers = config.get("layers") or []
     return {layers[-1].get("config", {}).get("name")} if layers else set()
 

@@ -102,7 +102,7 @@ def make_recipe(cfg: Config, data: PreparedData, images: ImagesFn, replicas: int
         train = mixed_resizes(train, images("train", size, "mediapipe"), cfg.data.phone_resize, seed)
     augment = build_augmentation(cfg.data.augment, cfg.data.flip, seed, cfg.data.augment_policy)
     mix = build_mixing(cfg.data.mix, cfg.data.mix_alpha, seed)
-    teachers = load_teachers(cfg.train.teacher, data.classes, policy_for(cfg.train.mixed_precision))
+    teachers = load_teachers(cfg.train.teacher, data.classes, teacher_policy(cfg.train.mixed_precision))
     sides = _progressive_sides(cfg)
     side = tf.Variable(sides[0], trainable=False, dtype=tf.int32, name="train_side") if sides else None
     datasets = {
@@ -182,6 +182,17 @@ def policy_for(mixed: bool | None) -> str:
     if not mixed:
         return "float32"
     return "mixed_float16" if gpu else "mixed_bfloat16"
+
+
+def teacher_policy(mixed: bool | None) -> str:
+    """The dtype policy ``fit --teacher``'s Keras teachers compute under: the student's where it is bfloat16
+    on a CPU with AMX, else float32.
+
+    Teachers run in the tf.data pipeline, on the CPU whatever trains the student: float16 (a GPU
+    student's mixed policy) would be emulated there, and so would bfloat16 forced on a CPU without AMX.
+    """
+    policy = policy_for(mixed)
+    return policy if policy == "mixed_bfloat16" and cpu_has_amx() else "float32"
 
 
 def resolve_precision(cfg: Config, started: Path | None = None) -> Config:
