@@ -139,7 +139,10 @@ def test_teachers_compute_in_bfloat16_only_on_a_cpu_with_amx(monkeypatch):
     from kclassify.training import recipe
 
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)  # "0" would keep even auto in float32
-    assert recipe.teacher_policy(True) == "float32"  # the tests' CPU counts as one without AMX: emulated
+    # the machine is stated, not read: a CPU without AMX, then with it, no GPU, then a GPU
+    monkeypatch.setattr(recipe.tf.config, "list_logical_devices", lambda kind=None: [])
+    monkeypatch.setattr(recipe, "cpu_has_amx", lambda: False)
+    assert recipe.teacher_policy(True) == "float32"  # bfloat16 forced without AMX: emulated
     monkeypatch.setattr(recipe, "cpu_has_amx", lambda: True)
     assert recipe.teacher_policy(None) == recipe.teacher_policy(True) == "mixed_bfloat16"
     assert recipe.teacher_policy(False) == "float32"
