@@ -657,6 +657,17 @@ def test_final_epochs_fill_the_time_left_at_the_best_trials_pace(tmp_path):
     assert _epochs_for(tmp_path, "003", 27, 300.0, growth=1.25) == 95  # 3.125 s per epoch of 1.25x the images
 
 
+def test_distill_warns_when_the_teachers_trained_under_half_the_final_fits_epochs():
+    """The 15-minute search measured in docs/benchmarks.md: first-rung teachers of 9 epochs, a final fit of 55."""
+    from kclassify.tuning.final import short_teachers
+
+    message = short_teachers([9, 9, 9], 55)
+    assert "at most 9 epochs" in message and "plans 55" in message and "--algorithm random" in message
+    assert short_teachers([9, 27, 9], 54) is None  # one teacher trained half the final fit's epochs
+    assert short_teachers([9, 27, 9], 55) is not None
+    assert short_teachers([], 55) is None  # no teachers, no warning
+
+
 def test_final_data_train_and_val_reads_the_searchs_val_images_as_train(tmp_path):
     """final_split.csv: the 2 val images become train, test stays test; the search's split.csv is unchanged,
     and a final epoch holds 10/8 of a trial's training images."""

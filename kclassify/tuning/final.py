@@ -73,9 +73,11 @@ def best_run(folder: Path, base: Config, space: SearchSpace, mode: str = "retrai
     settings = base.replace(**best["hparams"])
     check_final_data(final_data, mode)
     check_distill(distill, mode)
+    teachers = []
     if distill:
         began = time.perf_counter()
-        settings = settings.replace(teacher=",".join(teacher_runs(folder, base, space, best["objective"], distill)))
+        teachers = teacher_runs(folder, base, space, best["objective"], distill)
+        settings = settings.replace(teacher=",".join(path for path, _ in teachers))
         seconds = None if seconds is None else seconds - (time.perf_counter() - began)
     growth = 1.0
     if final_data == "train+val":
@@ -93,8 +95,10 @@ def best_run(folder: Path, base: Config, space: SearchSpace, mode: str = "retrai
         started = folder / BEST_RUN / "config.yaml"  # a final fit cut off earlier resumes with its own plan
         epochs = (from_yaml_file(started).train.epochs if started.is_file()
                   else _epochs_for(folder, best["trial"], settings.train.epochs, seconds, growth))
+        _warn_short_teachers(teachers, epochs)
         return fit(settings.replace(epochs=epochs), output=folder / BEST_RUN, verbose=verbose,
                    time_budget=max(seconds, 1.0))
+    _warn_short_teachers(teachers, settings.train.epochs)
     return fit(settings, output=folder / BEST_RUN, verbose=verbose)
 
 
@@ -146,8 +150,32 @@ def check_distill(distill: int, mode: str | None) -> None:
 TEACHERS = "teachers"
 
 
-def teacher_runs(folder: Path, base: Config, space: SearchSpace, objective: str, k: int) -> list[str]:
-    """Run folders ``folder/teachers/trial_<id>`` of the ``k`` best completed trials' own models."""
+def short_teachers(teacher_epochs: list[int], final_epochs: int) -> str | None:
+    """A warning when the longest-trained teacher ran fewer than half the final fit's epochs, else None.
+
+    Measured (docs/benchmarks.md, "`tune --then-fit --distill 3` against the same search without"): the
+    three best trials of a 15-minute Hyperband search had trained 9 epochs each, and the final fit they
+    taught (44-87 epochs) scored 2.5 points below the same final fit without them.
+    """
+    longest = max(teacher_epochs, default=0)
+    if not teacher_epochs or 2 * longest >= final_epochs:
+        return None
+    return (f"--distill: the teachers trained at most {longest} epochs and the final fit plans {final_epochs}: "
+            "teachers much shorter than their student pulled the final fit down in our measurement. Give the "
+            "search trials of the full schedule (--algorithm random, or a longer --time-budget), or leave "
+            "--distill out.")
+
+
+def _warn_short_teachers(teachers: list[tuple[str, int]], final_epochs: int) -> None:
+    message = short_teachers([epochs for _, epochs in teachers], final_epochs)
+    if message:
+        log.warning(message)
+
+
+def teacher_runs(folder: Path, base: Config, space: SearchSpace, objective: str,
+                 k: int) -> list[tuple[str, int]]:
+    """Run folders ``folder/teachers/trial_<id>`` of the ``k`` best completed trials' own models, each with
+    the epochs its trial trained (a Hyperband trial: its rung's)."""
     trials = []
     for path in (folder / "tuner").glob("trial_*/trial.json"):
         doc = json.loads(path.read_text())
@@ -171,7 +199,7 @@ def teacher_runs(folder: Path, base: Config, space: SearchSpace, objective: str,
                               from_trial={"folder": str(folder.resolve()), "trial": doc["trial_id"], objective: doc["score"]})
             log.info("teacher: trial %s (%s %.4f), test accuracy %s", doc["trial_id"], objective, doc["score"],
                      (result.metrics.get("test") or {}).get("accuracy"))
-        runs.append(str(out))
+        runs.append((str(out), int(doc["hyperparameters"]["values"].get("tuner/epochs", base.train.epochs))))
     return runs
 
 
