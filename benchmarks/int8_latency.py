@@ -1,6 +1,6 @@
 """Float32 against full-int8 TFLite latency of each backbone at one input size (issue 27's 224 px goal).
 
-    python benchmarks/int8_latency.py DATA [--size 224] [--runs 50]
+    python benchmarks/int8_latency.py DATA [--size 224] [--runs 50] [--unfolded-too]
         [--backbones efficientnet_lite0 mobilenet_v4_conv_small mobilenet_v3_small mobilenet_v2]
 
 Latency depends on the architecture and input size, not on the weights, so each classifier is built
@@ -9,6 +9,9 @@ and full-int8 with uint8 input calibrated on 100 images of DATA decoded at the s
 kclassify's inference layer (LiteRT, XNNPACK, 1 thread) and timed: the median of ``--runs``
 single-image calls, three times in turn, keeping each file's fastest median. Also the int8 file's size and the ops left outside XNNPACK. The accuracy an int8
 file loses needs trained weights: ``benchmarks/phone_front.py`` measures it on trained students.
+``--unfolded-too`` also converts each model without folding its input normalization into its first
+convolution (``kclassify.export.tflite.fold_input_normalization``, what export does since issue 27's
+int8 profile) and times those files in the same rounds, side by side.
 """
 
 from __future__ import annotations
@@ -55,28 +58,37 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--backbones", nargs="+", default=BACKBONES)
+    parser.add_argument("--unfolded-too", action="store_true",
+                        help="also time each model converted without folding its input normalization")
     args = parser.parse_args()
 
-    from kclassify.export.tflite import convert, full_integer_options, integer_friendly
+    from kclassify.export.tflite import convert, for_tflite, full_integer_options, integer_friendly
     from kclassify.models.build import build_classifier
 
     calibration = calibration_images(args.data, args.size)
     rows = []
     for name in args.backbones:
         model = build_classifier(name, 6, args.size, weights="none", input_scale=1)
-        float32 = convert(model, args.size, {})
-        int8 = convert(integer_friendly(model), args.size, full_integer_options(calibration))
-        float_ms = int8_ms = float("inf")
+        variants = {"": (convert(for_tflite(model), args.size, {}),
+                         convert(for_tflite(model, integer=True), args.size, full_integer_options(calibration)))}
+        if args.unfolded_too:
+            variants[" (unfolded)"] = (convert(model, args.size, {}),
+                                       convert(integer_friendly(model), args.size, full_integer_options(calibration)))
+        best = {key: [float("inf"), float("inf"), {}] for key in variants}
         for _ in range(3):  # in turn, the fastest median of each: the VM's neighbours come and go
-            float_ms = min(float_ms, timed(float32, args.runs)[0])
-            ms, outside = timed(int8, args.runs)
-            int8_ms = min(int8_ms, ms)
-        rows.append((name, float_ms, int8_ms, len(int8) / 1024, outside))
-        print(f"{name}: float32 {float_ms:.2f} ms, int8 {int8_ms:.2f} ms ({int8_ms / float_ms:.2f}x), "
-              f"{len(int8) / 1024:.0f} KB, outside XNNPACK {outside}", flush=True)
-    print(f"\n{'backbone':26} {'px':>4} {'fp32 ms':>8} {'int8 ms':>8} {'int8/fp32':>9} {'int8 KB':>8}  ops outside XNNPACK")
+            for key, (float32, int8) in variants.items():
+                best[key][0] = min(best[key][0], timed(float32, args.runs)[0])
+                ms, best[key][2] = timed(int8, args.runs)
+                best[key][1] = min(best[key][1], ms)
+        for key, (float_ms, int8_ms, outside) in best.items():
+            int8 = variants[key][1]
+            rows.append((name + key, float_ms, int8_ms, len(int8) / 1024, outside))
+            print(f"{name}{key}: float32 {float_ms:.2f} ms, int8 {int8_ms:.2f} ms ({int8_ms / float_ms:.2f}x), "
+                  f"{len(int8) / 1024:.0f} KB, outside XNNPACK {outside}", flush=True)
+    print(f"\n{'backbone':37} {'px':>4} {'fp32 ms':>8} {'int8 ms':>8} {'int8/fp32':>9} {'int8 KB':>8}  "
+          "ops outside XNNPACK")
     for name, f, i, kb, outside in rows:
-        print(f"{name:26} {args.size:4} {f:8.2f} {i:8.2f} {i / f:9.2f} {kb:8.0f}  "
+        print(f"{name:37} {args.size:4} {f:8.2f} {i:8.2f} {i / f:9.2f} {kb:8.0f}  "
               + (", ".join(f"{op} x{n}" for op, n in outside.items()) or "none"))
 
 

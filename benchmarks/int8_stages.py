@@ -8,11 +8,14 @@ LiteRT's Python interpreter reports no per-op times, so this times prefixes of t
 weights): its preprocessing alone, then the preprocessing and the backbone cut after the last layer at
 each spatial resolution (a padding layer counts with the strided convolution after it), then the whole
 classifier (pooling and the softmax head added). Every prefix is converted as ``kclassify export``
-converts (float32, and full-int8 calibrated on 32 random images: the ranges do not change the kernels)
-and timed single-image through LiteRT (XNNPACK, 1 thread): the median of ``--runs`` calls, three rounds
-in turn, each file's fastest median. A stage's time is its prefix's less the previous prefix's (each
-prefix also pays for writing its output, so read stages of large outputs with care); with each stage,
-its layer types, to read which kind of op gains least in int8. Compare rows of one run only.
+converts (float32, and full-int8 calibrated on 32 random images: the ranges do not change the kernels);
+so from the stem on, the input preprocessing is folded into the stem convolution
+(``fold_input_normalization``), while the preprocessing-only prefix, with no convolution to fold into,
+shows what it costs unfolded. Each file is timed single-image through LiteRT (XNNPACK, 1 thread): the
+median of ``--runs`` calls, three rounds in turn, each file's fastest median. A stage's time is its
+prefix's less the previous prefix's (each prefix also pays for writing its output, so read stages of
+large outputs with care); with each stage, its layer types, to read which kind of op gains least in
+int8. Compare rows of one run only.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from kclassify.export.tflite import convert, full_integer_options, integer_friendly
+    from kclassify.export.tflite import convert, for_tflite, full_integer_options
     from kclassify.models.build import build_classifier
 
     calibration = np.random.default_rng(1).uniform(0, 255, (32, args.size, args.size, 3)).astype(np.float32)
@@ -102,8 +105,8 @@ def main() -> None:
         rows.append(("(classifier: + head)", "", classifier,
                      collections.Counter(type(layer).__name__ for layer in classifier.layers[at + 1:])))
         models = [row[2] for row in rows]
-        files = [(convert(m, args.size, {}), convert(integer_friendly(m), args.size, full_integer_options(calibration)))
-                 for m in models]
+        files = [(convert(for_tflite(m), args.size, {}),
+                  convert(for_tflite(m, integer=True), args.size, full_integer_options(calibration))) for m in models]
         best = [[float("inf"), float("inf")] for _ in files]
         for _ in range(3):  # in turn, each file's fastest median: the VM's neighbours come and go
             for row, (fp32, int8) in zip(best, files):

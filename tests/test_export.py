@@ -263,3 +263,118 @@ def test_int8_mobilenet_v3_keeps_hard_swish_on_xnnpack(tmp_path):
     (tmp_path / "rewritten.tflite").write_bytes(data)
     outside = TFLitePredictor(tmp_path / "rewritten.tflite", ["a", "b", "c"]).ops_outside_delegate()
     assert "HARD_SWISH" not in outside
+
+
+def _nested_torch_like_model():
+    """raw pixels -> Rescaling(1/255) -> Normalization(ImageNet mean/std) -> [a nested backbone: ZeroPadding2D,
+    a stride-2 3x3 Conv2D without bias, ReLU] -> pooling -> softmax: MobileNetV4's layout, small."""
+    import keras
+    from keras import layers
+
+    from kclassify.models.build import IMAGENET_MEAN, IMAGENET_STD
+
+    inner_in = keras.Input((None, None, 3))
+    y = layers.ZeroPadding2D(1, name="stem_pad")(inner_in)
+    y = layers.Conv2D(8, 3, 2, padding="valid", use_bias=False, name="stem")(y)
+    backbone = keras.Model(inner_in, layers.ReLU()(y), name="backbone")
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Rescaling(1 / 255, name="preprocess_scale")(inputs)
+    x = layers.Normalization(mean=IMAGENET_MEAN, variance=np.square(IMAGENET_STD), name="preprocess")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(backbone(x))
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+    model.get_layer("backbone").get_layer("stem").set_weights([np.random.default_rng(0).normal(size=(3, 3, 3, 8))])
+    return model
+
+
+def test_folding_the_input_normalization_keeps_every_output_border_included():
+    """a * pixel + b before a convolution becomes pixel + b / a, the kernel times a: the same outputs, the
+    zero-padded border included (padding raw pixels with zero instead would change the border's outputs)."""
+    import keras
+
+    from kclassify.export.tflite import fold_input_normalization
+    from kclassify.models.build import adapt_preprocessing, build_classifier
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (4, 16, 16, 3)).astype("float32")
+    model = _nested_torch_like_model()
+    folded = fold_input_normalization(model)
+    assert folded is not model
+    kinds = [type(layer).__name__ for layer in folded.layers]
+    assert "Normalization" not in kinds and "Rescaling" not in kinds and "Identity" in kinds
+    # hand-computed: a = 1 / (255 std), b / a = -255 mean; the kernel's input channels times a
+    from kclassify.models.build import IMAGENET_MEAN, IMAGENET_STD
+
+    shift = folded.get_layer("preprocess_scale")
+    np.testing.assert_allclose(shift.shift, -255 * np.asarray(IMAGENET_MEAN), rtol=1e-6)
+    kernel = model.get_layer("backbone").get_layer("stem").get_weights()[0]
+    np.testing.assert_allclose(folded.get_layer("backbone").get_layer("stem").get_weights()[0],
+                               kernel / (255 * np.asarray(IMAGENET_STD))[None, None, :, None], rtol=1e-6)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    # the feature map itself, its padded first row and column included
+    corner = keras.Model(model.input, model.get_layer("pool").input)
+    folded_corner = keras.Model(folded.input, folded.get_layer("pool").input)
+    np.testing.assert_allclose(folded_corner.predict(x, verbose=0), corner.predict(x, verbose=0), atol=1e-4)
+
+    # kclassify's default backbone: a Normalization adapted on the training images, a same-padded stem
+    small = build_classifier("small_cnn", 3, 16)
+    images = rng.normal([200, 90, 30], [20, 40, 10], (32, 16, 16, 3)).clip(0, 255).astype("float32")
+    import tensorflow as tf
+
+    adapt_preprocessing(small, tf.data.Dataset.from_tensor_slices(images).batch(8))
+    folded_small = fold_input_normalization(small)
+    assert folded_small is not small
+    np.testing.assert_allclose(folded_small.predict(images[:4], verbose=0), small.predict(images[:4], verbose=0),
+                               atol=1e-5)
+
+
+def test_a_normalization_the_fold_cannot_prove_exact_is_left_as_it_is():
+    import keras
+    from keras import layers
+
+    from kclassify.export.tflite import fold_input_normalization
+
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Normalization(mean=[1.0, 2.0, 3.0], variance=[4.0, 4.0, 4.0])(inputs)
+    two_uses = keras.Model(inputs, layers.Concatenate()([layers.Conv2D(2, 3, padding="same")(x), x]))  # used twice
+    assert fold_input_normalization(two_uses) is two_uses
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Normalization(mean=[1.0, 2.0, 3.0], variance=[4.0, 4.0, 4.0])(inputs)
+    pooled_first = keras.Model(inputs, layers.Conv2D(2, 3)(layers.MaxPooling2D()(x)))  # max pooling is not linear
+    assert fold_input_normalization(pooled_first) is pooled_first
+    inputs = keras.Input((8, 8, 3))
+    depthwise = keras.Model(inputs, layers.DepthwiseConv2D(3)(layers.Rescaling(2.0)(inputs)))
+    assert fold_input_normalization(depthwise) is depthwise
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Rescaling(2.0)(inputs)
+    also_an_output = keras.Model(inputs, [layers.Conv2D(2, 3)(x), x])
+    assert fold_input_normalization(also_an_output) is also_an_output
+    inputs = keras.Input((8, 8, 3))
+    shared = layers.Conv2D(3, 1)
+    twice = keras.Model(inputs, shared(shared(layers.Rescaling(2.0)(inputs))))  # scaling it would change call 2
+    assert fold_input_normalization(twice) is twice
+    inputs = keras.Input((8, 8, 3))
+    per_pixel = layers.Normalization(axis=(1, 2), mean=np.ones((8, 8)), variance=np.ones((8, 8)))(inputs)
+    spatial = keras.Model(inputs, layers.Conv2D(2, 3)(per_pixel))
+    assert fold_input_normalization(spatial) is spatial
+
+
+@pytest.mark.slow
+def test_mobilenet_v4s_tflite_files_start_with_one_addition_and_agree_with_keras(tmp_path):
+    """Issue 27's int8 profile: MobileNetV4's per-channel mean/std cost 1.26 of 2.62 ms in int8; folded, one
+    ADD (and the stem's PAD) runs before the first convolution, in float32 and int8 alike."""
+    from kclassify.export.tflite import convert, float_ops, for_tflite, full_integer_options
+    from kclassify.inference.backends import TFLitePredictor
+    from kclassify.models.build import build_classifier
+
+    model = build_classifier("mobilenet_v4_conv_small", 3, 32)
+    x = np.random.default_rng(2).integers(0, 256, (8, 32, 32, 3)).astype("float32")
+    before = [op.split("(")[0] for op in float_ops(convert(model, 32, {}))]
+    data = convert(for_tflite(model), 32, {})
+    ops = [op.split("(")[0] for op in float_ops(data)]
+    assert before[:before.index("CONV_2D")] == ["MUL", "SUB", "MUL", "PAD"]  # what the fold removes
+    assert ops[:ops.index("CONV_2D")] == ["ADD", "PAD"]
+    (tmp_path / "model.tflite").write_bytes(data)
+    predictor = TFLitePredictor(tmp_path / "model.tflite", ["a", "b", "c"])
+    np.testing.assert_allclose(predictor.predict_batch(x.astype(np.uint8)), model.predict(x, verbose=0), atol=1e-5)
+    int8 = convert(for_tflite(model, integer=True), 32, full_integer_options(x.astype(np.uint8)))
+    assert float_ops(int8) == []

@@ -60,7 +60,7 @@ def _trained_step(name: str, size: int = 32):
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v4_conv_small",
                                   pytest.param("mobilenet_v4_conv_medium", marks=pytest.mark.slow)])
 def test_trains_round_trips_and_exports_full_int8_with_every_op_on_xnnpack(name, tmp_path):
-    from kclassify.export.tflite import convert, float_ops, full_integer_options, io_types
+    from kclassify.export.tflite import convert, float_ops, for_tflite, full_integer_options, io_types
     from kclassify.inference.backends import TFLitePredictor
 
     model, x = _trained_step(name)
@@ -74,7 +74,7 @@ def test_trains_round_trips_and_exports_full_int8_with_every_op_on_xnnpack(name,
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0), atol=1e-5)
 
-    data = convert(model, 32, full_integer_options(x.astype(np.uint8)))
+    data = convert(for_tflite(model, integer=True), 32, full_integer_options(x.astype(np.uint8)))  # as export does
     assert float_ops(data) == [] and io_types(data) == (["UINT8"], ["UINT8"])
     (tmp_path / "model_int8.tflite").write_bytes(data)
     # every backbone op runs on XNNPACK; only the head's uint8 softmax and the two boundary quantizations do

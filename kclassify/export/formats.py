@@ -54,10 +54,9 @@ def _write_savedmodel(src: Source, path: Path) -> None:
 def _tflite_writer(options: Callable[[Source], dict], *, integer: bool = False) -> Callable[[Source, Path], None]:
     def write(src: Source, path: Path) -> None:
         from .metadata import with_metadata
-        from .tflite import check_integer, convert, integer_friendly
+        from .tflite import check_integer, convert, for_tflite
 
-        model = integer_friendly(src.model) if integer else src.model
-        data = convert(model, src.image_size, options(src))
+        data = convert(for_tflite(src.model, integer=integer), src.image_size, options(src))
         if integer:
             check_integer(data, path.name)
         path.write_bytes(with_metadata(data, src.labels, name=src.name, description=src.description,
