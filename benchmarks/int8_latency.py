@@ -10,7 +10,7 @@ kclassify's inference layer (LiteRT, XNNPACK, 1 thread) and timed: the median of
 single-image calls, three times in turn, keeping each file's fastest median. Also the int8 file's size and the ops left outside XNNPACK. The accuracy an int8
 file loses needs trained weights: ``benchmarks/phone_front.py`` measures it on trained students.
 ``--unfolded-too`` also converts each model without folding its input normalization into its first
-convolution (``kclassify.export.tflite.fold_input_normalization``, what export does since issue 27's
+convolution (``kclassify.models.fold.fold_input_normalization``, what export does since issue 27's
 int8 profile) and times those files in the same rounds, side by side.
 """
 

@@ -291,7 +291,7 @@ def test_folding_the_input_normalization_keeps_every_output_border_included():
     zero-padded border included (padding raw pixels with zero instead would change the border's outputs)."""
     import keras
 
-    from kclassify.export.tflite import fold_input_normalization
+    from kclassify.models.fold import fold_input_normalization
     from kclassify.models.build import adapt_preprocessing, build_classifier
 
     rng = np.random.default_rng(1)
@@ -331,7 +331,7 @@ def test_a_normalization_the_fold_cannot_prove_exact_is_left_as_it_is():
     import keras
     from keras import layers
 
-    from kclassify.export.tflite import fold_input_normalization
+    from kclassify.models.fold import fold_input_normalization
 
     inputs = keras.Input((8, 8, 3))
     x = layers.Normalization(mean=[1.0, 2.0, 3.0], variance=[4.0, 4.0, 4.0])(inputs)

@@ -1,6 +1,7 @@
 """What a built model costs to run: parameters and single-image latency on this machine.
 
-Latency is measured the way the model will run on a phone: converted with Keras' own
+Latency is measured the way the model will run on a phone: its input preprocessing folded into its
+first convolution as ``kclassify export`` does (:mod:`kclassify.models.fold`), converted with Keras' own
 LiteRT export (``model.export(..., format="litert")``) and timed through the LiteRT
 interpreter (``ai_edge_litert``, XNNPACK on CPU) at batch 1. Where LiteRT is not installed
 (e.g. Windows) or the conversion fails, the TensorFlow model itself is timed instead and
@@ -39,8 +40,11 @@ def parameter_count(model) -> int:
 def _litert_runner(model, folder: Path, threads: int):
     from ai_edge_litert.interpreter import Interpreter
 
+    from .fold import fold_input_normalization
+
     path = folder / "model.tflite"
-    model.export(str(path), format="litert", verbose=False)
+    # converted as kclassify export converts it
+    fold_input_normalization(model).export(str(path), format="litert", verbose=False)
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
