@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
-from ..models.build import all_layers
+from ..models.build import all_layers, clone_replacing
 from ..models.fold import fold_input_normalization
 
 log = logging.getLogger(__name__)
@@ -106,20 +106,11 @@ def integer_friendly(model):
     MUL, all delegated in int8.
     Other models come back unchanged (the same object).
     """
-    import keras
-
     if not any(_is_hard_swish(layer) for layer in all_layers(model)):
         return model
 
-    def clone(layer):
-        if isinstance(layer, keras.Model):
-            return keras.models.clone_model(layer, clone_function=clone)
-        if _is_hard_swish(layer):
-            return _hard_swish_class()(name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
+    copy, _ = clone_replacing(model, lambda layer: _hard_swish_class()(name=layer.name) if _is_hard_swish(layer)
+                              else None)
     return copy
 
 

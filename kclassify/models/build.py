@@ -323,6 +323,33 @@ def _with_weights_of(copy, model):
     return copy
 
 
+def clone_replacing(model, replace):
+    """A clone of ``model``, nested models included, in which ``replace(layer)`` stands in for each layer it
+    returns a layer for (None: the layer is rebuilt from its config); every rebuilt layer gets its weights.
+    Returns the clone and ``{id(original layer): its clone}``."""
+    import keras
+
+    made = {}
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            new = keras.models.clone_model(layer, clone_function=clone)
+        else:
+            new = replace(layer)
+            new = layer.__class__.from_config(layer.get_config()) if new is None else new
+        made[id(layer)] = new
+        return new
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for old in all_layers(model):
+        new = made.get(id(old))
+        if new is not None and type(new) is type(old) and not isinstance(old, keras.Model) and old.weights:
+            new.set_weights(old.get_weights())
+            if hasattr(new, "finalize_state"):  # e.g. an adapted Normalization derives its mean here
+                new.finalize_state()
+    return copy, made
+
+
 def all_layers(model):
     """Every layer of a model, nested models' layers included."""
     for layer in model.layers:

@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from .build import all_layers
+from .build import clone_replacing
 
 
 def fold_input_normalization(model):
@@ -40,31 +40,17 @@ def fold_input_normalization(model):
         return model
     chain, conv, scale, shift = plan
     first, rest = id(chain[0]), {id(x) for x in chain[1:]}
-    made = {}  # id(original layer) -> its clone
 
-    def clone(layer):
-        if isinstance(layer, keras.Model):
-            new = keras.models.clone_model(layer, clone_function=clone)
-        elif id(layer) == first:
-            new = _channel_shift_class()(shift, name=layer.name, dtype=layer.dtype_policy)
-        elif id(layer) in rest:
-            new = keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy)
-        else:
-            new = layer.__class__.from_config(layer.get_config())
-        made[id(layer)] = new
-        return new
+    def replace(layer):  # the chain's weights (an adapted mean) go nowhere
+        if id(layer) == first:
+            return _channel_shift_class()(shift, name=layer.name, dtype=layer.dtype_policy)
+        if id(layer) in rest:
+            return keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy)
+        return None
 
-    copy = keras.models.clone_model(model, clone_function=clone)
-    for old in all_layers(model):  # the replaced preprocessing layers' weights (an adapted mean) go nowhere
-        new = made.get(id(old))
-        if new is None or type(new) is not type(old) or isinstance(old, keras.Model) or not old.weights:
-            continue
-        weights = old.get_weights()
-        if old is conv:
-            weights[0] = weights[0] * scale[None, None, :, None].astype(weights[0].dtype)
-        new.set_weights(weights)
-        if hasattr(new, "finalize_state"):
-            new.finalize_state()
+    copy, made = clone_replacing(model, replace)
+    kernel, *bias = conv.get_weights()
+    made[id(conv)].set_weights([kernel * scale[None, None, :, None].astype(kernel.dtype), *bias])
     return copy
 
 
